@@ -1,0 +1,5 @@
+"""`python -m agent_runtime` is the `aiagent` command."""
+
+from .cli import console
+
+console()

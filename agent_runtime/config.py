@@ -1,0 +1,234 @@
+"""The format of `agent.yaml`: what the runtime needs to build and serve one agent.
+
+The runtime owns this format. The operator renders it into the ConfigMap `<name>-agent`
+(see `aiagent_operator.render`), and the CRD's `spec.model` / `spec.agent` reuse these models,
+so a field is described once and means the same on a laptop and in a cluster.
+No secret ever lives here: the API key reaches the runtime as an environment variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+Framework = Literal["crewai", "langchain"]
+Provider = Literal["openai", "anthropic", "azure", "ollama", "openai-compatible"]
+# The runtime's built-in tools; the CRD refuses any other name.
+BuiltinTool = Literal["calculator", "http_get"]
+
+# Providers that cannot work without an explicit endpoint.
+PROVIDERS_REQUIRING_BASE_URL = ("openai-compatible", "azure")
+_NEEDS_BASE_URL = list(PROVIDERS_REQUIRING_BASE_URL)  # rendered as a CEL list literal
+
+DEFAULT_CONFIG_PATH = Path("/etc/aiagent/agent.yaml")
+API_KEY_ENV = "MODEL_API_KEY"
+
+
+class CamelModel(BaseModel):
+    """camelCase on the wire (Kubernetes style), snake_case in Python; unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it appears in YAML: camelCase keys, unset optionals left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def cel_rule(rule: str, message: str) -> dict[str, JsonValue]:
+    """One `x-kubernetes-validations` entry: a CEL rule the API server checks, and what it says."""
+    return {"rule": rule, "message": message}
+
+
+class ModelConfig(CamelModel):
+    """Which language model the agent talks to, and how."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    f"!(self.provider in {_NEEDS_BASE_URL}) || has(self.baseURL)",
+                    "model.baseURL is required when model.provider is openai-compatible or azure",
+                )
+            ]
+        }
+    )
+
+    provider: Provider = Field(
+        "openai",
+        description="Model provider: openai, anthropic, azure, ollama, or openai-compatible "
+        "(any server speaking the OpenAI chat completions API; needs baseURL).",
+    )
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Model name as the provider knows it, e.g. gpt-4o-mini.",
+    )
+    base_url: str | None = Field(
+        None,
+        alias="baseURL",
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Provider endpoint, e.g. http://vllm.models.svc:8000/v1. "
+        "Required for openai-compatible and azure; optional otherwise.",
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature (0 to 2). Provider default when unset."
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, le=1_000_000, description="Upper bound on tokens generated per answer."
+    )
+    timeout_seconds: int = Field(
+        60,
+        ge=1,
+        le=600,
+        description="Per-request timeout towards the provider; past it the runtime answers 504.",
+    )
+
+    @model_validator(mode="after")
+    def _base_url_when_required(self) -> ModelConfig:
+        # Same rule as the CEL validation above, for agent.yaml files read outside a cluster.
+        if self.provider in PROVIDERS_REQUIRING_BASE_URL and not self.base_url:
+            raise ValueError(f"model.baseURL is required when model.provider is {self.provider}")
+        return self
+
+
+class AgentFields(CamelModel):
+    """What the agent is: the fields shared by agent.yaml and the AIAgent spec."""
+
+    description: str | None = Field(
+        None,
+        max_length=1024,
+        description="One line about what the agent does; shown in the A2A agent card.",
+    )
+    instructions: str | None = Field(
+        None,
+        max_length=65536,
+        description="System prompt (LangChain) or backstory (CrewAI).",
+    )
+    role: str | None = Field(
+        None,
+        max_length=1024,
+        description="CrewAI agent role. For LangChain it is prepended to the system prompt.",
+    )
+    goal: str | None = Field(
+        None,
+        max_length=4096,
+        description="CrewAI agent goal. For LangChain it is appended to the system prompt.",
+    )
+    tools: list[BuiltinTool] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Names of built-in runtime tools the agent may call: calculator, http_get.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class AgentSection(AgentFields):
+    """The agent section of agent.yaml."""
+
+    framework_config_path: str | None = Field(
+        None,
+        description="Path of a full framework config file (CrewAI agents/tasks YAML, LangChain "
+        "agent settings) that takes the place of the inline fields.",
+    )
+
+
+class DaprSection(CamelModel):
+    """What the runtime needs to know about the Dapr sidecar beside it."""
+
+    enabled: bool = False
+    state_store: str | None = Field(None, description="Dapr state store component for sessions.")
+    pubsub: str | None = Field(None, description="Dapr pub/sub component.")
+
+
+class AgentConfig(CamelModel):
+    """The whole of agent.yaml."""
+
+    name: str = Field(min_length=1, max_length=253, description="The agent's name.")
+    framework: Framework
+    model: ModelConfig
+    agent: AgentSection = AgentSection()
+    dapr: DaprSection = DaprSection()
+
+    def to_yaml(self) -> str:
+        return str(yaml.safe_dump(self.to_wire(), sort_keys=False))
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the field."""
+
+
+# Fields of an AIAgent spec that only the operator acts on; they are not part of agent.yaml.
+_OPERATOR_ONLY_MODEL_FIELDS = ("apiKeySecretRef",)
+_OPERATOR_ONLY_AGENT_FIELDS = ("configMapRef",)
+
+
+def agent_config_from_manifest(
+    manifest: dict[str, Any], framework_config_path: str | None = None
+) -> AgentConfig:
+    """The agent.yaml an AIAgent manifest stands for (used by the operator and by `aiagent`).
+
+    Pod-level settings (replicas, resources, …) are dropped; Secret references are dropped
+    because the key arrives as the MODEL_API_KEY environment variable.
+    """
+    spec = dict(manifest.get("spec") or {})
+    name = (manifest.get("metadata") or {}).get("name") or "agent"
+    model = {
+        k: v for k, v in (spec.get("model") or {}).items() if k not in _OPERATOR_ONLY_MODEL_FIELDS
+    }
+    agent = {
+        k: v for k, v in (spec.get("agent") or {}).items() if k not in _OPERATOR_ONLY_AGENT_FIELDS
+    }
+    if framework_config_path:
+        agent["frameworkConfigPath"] = framework_config_path
+    dapr = spec.get("dapr") or {}
+    return AgentConfig.model_validate(
+        {
+            "name": name,
+            "framework": spec.get("framework"),
+            "model": model,
+            "agent": agent,
+            "dapr": {
+                "enabled": dapr.get("enabled", True),
+                "stateStore": dapr.get("stateStore"),
+                "pubsub": dapr.get("pubsub"),
+            },
+        }
+    )
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg']}"
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Read agent.yaml, or an AIAgent manifest, into an AgentConfig.
+
+    Raises ConfigError with one line naming the file and the offending field.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        if raw.get("kind") == "AIAgent":
+            return agent_config_from_manifest(raw)
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        prefix = "spec." if raw.get("kind") == "AIAgent" else ""
+        raise ConfigError(f"{path}: {prefix}{_first_error(exc)}") from None

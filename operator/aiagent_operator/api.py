@@ -1,0 +1,314 @@
+"""The AIAgent API (`aiagents.dev/v1alpha1`) as pydantic models: the one source of truth.
+
+`aiagent_operator.crd` generates the CRD's schema from these models (`make crds`), so every
+description here is what `kubectl explain aiagent.spec...` prints, and every bound and rule here
+is enforced by the API server before the operator sees an object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from agent_runtime.config import AgentFields, CamelModel, Framework, ModelConfig, cel_rule
+
+GROUP = "aiagents.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "AIAgent"
+PLURAL = "aiagents"
+SINGULAR = "aiagent"
+SHORT_NAMES = ["aia"]
+CATEGORIES = ["ai", "agents"]
+
+# Kubernetes name shapes, so a bad reference is refused at apply time rather than at reconcile.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# The children (Service, pod labels, Dapr app id) need the AIAgent's name to be a DNS-1035 label.
+MAX_NAME_LENGTH = 63
+
+PreservedObject = dict[str, Any]  # passed through to the pod template as Kubernetes defines it
+Quantity = int | str  # a Kubernetes resource quantity: 2, "500m", "1Gi"
+
+
+class SecretKeyRef(CamelModel):
+    """A key of a Secret in the AIAgent's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the Secret.")
+    key: str = Field(max_length=253, pattern=CONFIG_KEY, description="Key within the Secret.")
+
+
+class ConfigMapKeyRef(CamelModel):
+    """A key of a ConfigMap in the AIAgent's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the ConfigMap.")
+    key: str = Field(max_length=253, pattern=CONFIG_KEY, description="Key within the ConfigMap.")
+
+
+class ModelSpec(ModelConfig):
+    """The language model, plus where its API key lives."""
+
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Secret key holding the provider API key. It reaches the pod as the "
+        "MODEL_API_KEY environment variable and is never copied anywhere else. "
+        "Optional for ollama and for servers that need no key.",
+    )
+
+
+class AgentSpec(AgentFields):
+    """What the agent is and does."""
+
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        None,
+        description="A ConfigMap key holding a full framework config (CrewAI agents/tasks YAML or "
+        "LangChain agent settings), mounted into the pod and used instead of the inline fields.",
+    )
+
+
+class AutoscalingSpec(CamelModel):
+    """A HorizontalPodAutoscaler on CPU. While enabled, spec.replicas is ignored."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.maxReplicas >= self.minReplicas",
+                    "autoscaling.maxReplicas must be greater than or equal to "
+                    "autoscaling.minReplicas",
+                )
+            ]
+        }
+    }
+
+    enabled: bool = Field(False, description="Create a HorizontalPodAutoscaler for the agent.")
+    min_replicas: int = Field(1, ge=1, le=1000, description="Lower bound of replicas.")
+    max_replicas: int = Field(10, ge=1, le=1000, description="Upper bound of replicas.")
+    target_cpu_utilization_percentage: int = Field(
+        70,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilizationPercentage",
+        description="Average CPU utilization (percent of the request) the autoscaler aims for.",
+    )
+
+
+class ResourceRequirements(CamelModel):
+    """Compute resources, as in a Kubernetes container."""
+
+    requests: dict[str, Quantity] | None = Field(
+        None, description="Minimum resources, e.g. {cpu: 250m, memory: 512Mi}."
+    )
+    limits: dict[str, Quantity] | None = Field(
+        None, description="Maximum resources, e.g. {memory: 1Gi}."
+    )
+
+
+class DaprSpec(CamelModel):
+    """The Dapr sidecar: state (conversation memory) and messaging for the agent."""
+
+    enabled: bool = Field(True, description="Annotate the pods for Dapr sidecar injection.")
+    app_id: str | None = Field(
+        None,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Dapr app id. Defaults to the AIAgent's name.",
+    )
+    state_store: str | None = Field(
+        None,
+        max_length=253,
+        description="Dapr state store component that keeps conversation memory across restarts.",
+    )
+    pubsub: str | None = Field(None, max_length=253, description="Dapr pub/sub component.")
+    config: str | None = Field(
+        None, max_length=253, description="Dapr Configuration resource (dapr.io/config)."
+    )
+    log_level: Literal["debug", "info", "warn", "error"] = Field(
+        "info", description="Log level of the sidecar."
+    )
+    enable_metrics: bool = Field(True, description="Let the sidecar expose Prometheus metrics.")
+    sidecar: ResourceRequirements | None = Field(
+        None, description="Resources of the sidecar container (cpu and memory only)."
+    )
+
+
+class ServiceSpec(CamelModel):
+    """The ClusterIP Service in front of the agent."""
+
+    port: int = Field(
+        80, ge=1, le=65535, description="Service port; traffic goes to 8080 in the pod."
+    )
+
+
+class EnvVar(CamelModel):
+    """An environment variable for the agent container."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.name != 'MODEL_API_KEY'",
+                    "MODEL_API_KEY is set by the operator from spec.model.apiKeySecretRef; "
+                    "do not set it in env",
+                )
+            ]
+        }
+    }
+
+    name: str = Field(max_length=253, pattern=ENV_NAME, description="Variable name.")
+    value: str | None = Field(None, description="Literal value. Use valueFrom for secrets.")
+    value_from: PreservedObject | None = Field(
+        None, description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef, ...)."
+    )
+
+
+class Toleration(CamelModel):
+    """A pod toleration, as in Kubernetes."""
+
+    key: str | None = Field(None, max_length=317, description="Taint key; empty matches all keys.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal.")
+    value: str | None = Field(None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        None, description="How long a NoExecute taint is tolerated before eviction."
+    )
+
+
+class LocalObjectReference(CamelModel):
+    """A reference to an object in the same namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the object.")
+
+
+class AIAgentSpec(CamelModel):
+    """The desired state of an AI agent served over HTTP."""
+
+    framework: Framework = Field(description="Agent framework: crewai or langchain.")
+    model: ModelSpec = Field(description="The language model the agent uses.")
+    agent: AgentSpec = Field(AgentSpec(), description="What the agent is and does.")
+    image: str | None = Field(
+        None,
+        max_length=1024,
+        description="Runtime image. Defaults to the operator's configured agent runtime image.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="Image pull policy of the agent container."
+    )
+    replicas: int = Field(
+        1, ge=0, le=1000, description="Number of pods. Ignored while autoscaling is enabled."
+    )
+    autoscaling: AutoscalingSpec = Field(
+        AutoscalingSpec(), description="CPU-based horizontal autoscaling."
+    )
+    resources: ResourceRequirements | None = Field(
+        None,
+        description="Agent container resources; keys not given fall back to the operator defaults.",
+    )
+    dapr: DaprSpec = Field(DaprSpec(), description="Dapr sidecar settings.")
+    service: ServiceSpec = Field(ServiceSpec(), description="Service settings.")
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=128, description="Extra environment variables."
+    )
+    env_from: list[PreservedObject] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Extra environment from ConfigMaps or Secrets (secretRef, configMapRef).",
+    )
+    service_account_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="ServiceAccount of the pods. Unset: the namespace default, no token mounted.",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod node selector.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
+    affinity: PreservedObject | None = Field(None, description="Pod affinity, as in Kubernetes.")
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list, description="Secrets for pulling the image."
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations on the pods."
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels on the pods. The operator's own labels take precedence.",
+    )
+
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+
+
+class Condition(CamelModel):
+    """A condition of the AIAgent, as in Kubernetes (metav1.Condition)."""
+
+    type: str = Field(max_length=316, description="Condition type, e.g. Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=1024, description="CamelCase reason for the last transition.")
+    message: str = Field("", max_length=32768, description="Human-readable detail.")
+    last_transition_time: str | None = Field(
+        None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        None, description="The .metadata.generation the condition was computed for."
+    )
+
+
+class AIAgentStatus(CamelModel):
+    """The observed state of the agent, kept by the operator."""
+
+    observed_generation: int | None = Field(
+        None, description="The .metadata.generation whose children are applied."
+    )
+    phase: Phase | None = Field(
+        None, description="Pending, Progressing, Ready, Degraded or Failed."
+    )
+    replicas: int | None = Field(None, description="Pods of the agent's Deployment.")
+    ready_replicas: int | None = Field(None, description="Pods that pass the readiness probe.")
+    selector: str | None = Field(
+        None, description="Label selector of the pods (used by the scale subresource)."
+    )
+    endpoint: str | None = Field(None, description="In-cluster URL of the agent's HTTP API.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Conditions; Ready tells whether the agent serves requests.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class AIAgent(CamelModel):
+    """An AIAgent as the operator reads it from the API server."""
+
+    model_config = {"extra": "ignore"}
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+    spec: AIAgentSpec
+    status: AIAgentStatus = Field(default_factory=AIAgentStatus)
+
+    @classmethod
+    def from_body(cls, body: Any) -> AIAgent:
+        """Parse a raw object (a kopf Body or a dict from the API)."""
+        meta = body["metadata"]
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            generation=meta.get("generation", 1),
+            spec=AIAgentSpec.model_validate(dict(body.get("spec") or {})),
+            status=AIAgentStatus.model_validate(_known_status(body.get("status") or {})),
+        )
+
+
+def _known_status(status: Any) -> dict[str, Any]:
+    # Kopf and older operator versions may leave fields of their own in status; ignore them.
+    return {k: v for k, v in dict(status).items() if k in _STATUS_WIRE_NAMES}
+
+
+_STATUS_WIRE_NAMES = {field.alias or name for name, field in AIAgentStatus.model_fields.items()}

@@ -1,0 +1,173 @@
+"""A small JSON client for the few API calls the operator makes, on top of the `kubernetes` client.
+
+Server-side apply is the heart of it: the operator states the fields it owns (field manager
+`aiagent-operator`) and the API server merges, so drift in those fields is undone by the next
+apply while fields owned by others (the HPA's replica count, defaults) are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from . import api
+from .render import FIELD_MANAGER, Manifest
+
+# apiVersion/kind → URL segment; the operator touches only these kinds.
+_PLURALS = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Service"): "services",
+    ("v1", "Secret"): "secrets",
+    ("apps/v1", "Deployment"): "deployments",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    (api.API_VERSION, api.KIND): api.PLURAL,
+}
+
+
+@dataclass
+class KubeError(Exception):
+    """An API call that failed; `message` is the API server's own explanation."""
+
+    status: int
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}: {self.message}"
+
+    @property
+    def is_permanent(self) -> bool:
+        """Retrying cannot help: the request itself is wrong (bad field, refused by admission)."""
+        return self.status in (400, 422)
+
+
+def object_path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{namespace}/{_PLURALS[(api_version, kind)]}"
+    return f"{path}/{name}" if name else path
+
+
+class Kube:
+    def __init__(self, client: ApiClient) -> None:
+        self._client = client
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster credentials inside a pod, the kubeconfig (KUBECONFIG) elsewhere."""
+        try:
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        return cls(ApiClient())
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        method, url, headers, _, _ = self._client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(
+                method,
+                url,
+                header_params=headers,
+                # Pre-serialized, so every content type (apply, merge patch) goes out as JSON.
+                body=json.dumps(body) if body is not None else None,
+                _request_timeout=30,
+            )
+            response.read()  # type: ignore[no-untyped-call]
+        except ApiException as exc:
+            raise _kube_error(exc.status or 0, exc.reason or "", exc.body) from None
+        if not 200 <= response.status < 300:
+            raise _kube_error(response.status, response.reason or "", response.data)
+        return json.loads(response.data) if response.data else {}
+
+    def apply(self, manifest: Manifest) -> dict[str, Any]:
+        """Server-side apply with force: our fields are ours, whoever edited them since."""
+        meta = manifest["metadata"]
+        path = object_path(
+            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+        )
+        return self.request(
+            "PATCH",
+            path,
+            body=manifest,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", object_path(api_version, kind, namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete_if_controlled_by(
+        self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
+    ) -> bool:
+        """Delete a child only if it is this owner's (never a same-named object of someone else)."""
+        existing = self.get(api_version, kind, namespace, name)
+        if existing is None or not is_controlled_by(existing, owner_uid):
+            return False
+        preconditions = {"uid": existing["metadata"]["uid"]}
+        try:
+            self.request(
+                "DELETE",
+                object_path(api_version, kind, namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions},
+            )
+        except KubeError as exc:
+            if exc.status in (404, 409):  # gone already, or replaced meanwhile
+                return False
+            raise
+        return True
+
+    def patch_status(self, agent: api.AIAgent, status: dict[str, Any]) -> None:
+        path = object_path(api.API_VERSION, api.KIND, agent.namespace, agent.name) + "/status"
+        self.request(
+            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+        )
+
+    def secret_key_problem(self, namespace: str, ref: api.SecretKeyRef) -> str | None:
+        """Why the API key Secret cannot be used, or None. Never returns or logs the value."""
+        secret = self.get("v1", "Secret", namespace, ref.name)
+        if secret is None:
+            return (
+                f"Secret {ref.name!r} (spec.model.apiKeySecretRef) "
+                f"not found in namespace {namespace}"
+            )
+        if ref.key not in (secret.get("data") or {}):
+            return f"Secret {ref.name!r} has no key {ref.key!r} (spec.model.apiKeySecretRef.key)"
+        return None
+
+
+def is_controlled_by(obj: dict[str, Any], owner_uid: str) -> bool:
+    return any(
+        ref.get("controller") and ref.get("uid") == owner_uid
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+    )
+
+
+def _kube_error(status: int, reason: str, body: Any) -> KubeError:
+    message = ""
+    try:
+        message = json.loads(body).get("message", "")
+    except (TypeError, ValueError):
+        message = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
+    return KubeError(status=status, reason=reason, message=message)

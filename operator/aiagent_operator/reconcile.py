@@ -1,0 +1,130 @@
+"""The reconcile flow: render, apply, prune, observe, report. The only module that mixes
+the pure parts (`render`, `status`) with API calls (`kube`); Kopf handlers call into it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import api, render
+from .kube import Kube, KubeError, is_controlled_by
+from .settings import OperatorSettings
+from .status import compute_status, failed_status, status_patch
+
+logger = logging.getLogger(__name__)
+
+
+class SecretNotReady(Exception):
+    """The AIAgent's API key Secret is missing or lacks its key; retried until it appears."""
+
+
+class ChildRefused(Exception):
+    """The API server refused a rendered child; retrying the same spec cannot help."""
+
+
+def reconcile_agent(agent: api.AIAgent, kube: Kube, settings: OperatorSettings) -> None:
+    """Bring the children in line with the spec and write the status that follows.
+
+    Raises SecretNotReady (retry later) or ChildRefused (wait for a spec change).
+    """
+    children = render.render_children(agent, settings)
+    deployment: dict[str, Any] | None = None
+    try:
+        for child in children:
+            applied = kube.apply(child)
+            if child["kind"] == "Deployment":
+                deployment = applied
+    except KubeError as exc:
+        if not exc.is_permanent:
+            raise
+        message = f"{child['kind']} {child['metadata']['name']}: {exc.message}"
+        write_status(kube, agent, failed_status(agent, "ChildRefused", message))
+        raise ChildRefused(message) from exc
+
+    wanted = {(c["apiVersion"], c["kind"]) for c in children}
+    for api_version, kind in render.PRUNABLE:
+        if (api_version, kind) not in wanted and kube.delete_if_controlled_by(
+            api_version, kind, agent.namespace, agent.name, agent.uid
+        ):
+            logger.info(
+                "deleted %s %s/%s: no longer in the spec", kind, agent.namespace, agent.name
+            )
+
+    secret_problem = check_secret(kube, agent)
+    refresh_status(kube, agent, deployment, secret_problem, settings)
+    if secret_problem:
+        raise SecretNotReady(secret_problem)
+
+
+def check_secret(kube: Kube, agent: api.AIAgent) -> str | None:
+    ref = agent.spec.model.api_key_secret_ref
+    return kube.secret_key_problem(agent.namespace, ref) if ref else None
+
+
+def refresh_status(
+    kube: Kube,
+    agent: api.AIAgent,
+    deployment: dict[str, Any] | None,
+    secret_problem: str | None,
+    settings: OperatorSettings,
+) -> None:
+    status = compute_status(
+        agent, deployment, secret_problem=secret_problem, cluster_domain=settings.cluster_domain
+    )
+    write_status(kube, agent, status)
+
+
+def write_status(kube: Kube, agent: api.AIAgent, status: api.AIAgentStatus) -> None:
+    patch = status_patch(agent.status, status)
+    if patch is None:
+        return
+    try:
+        kube.patch_status(agent, patch)
+    except KubeError as exc:
+        if exc.status != 404:  # the AIAgent was deleted meanwhile: nothing to report on
+            raise
+
+
+def on_child_event(
+    event_type: str | None,
+    child: dict[str, Any],
+    owner: api.AIAgent | None,
+    kube: Kube,
+    settings: OperatorSettings,
+) -> None:
+    """React to a change of a child: restore it if it was deleted or edited, and let the
+    Deployment's own status flow into the owner's status."""
+    if owner is None or not is_controlled_by(child, owner.uid):
+        return  # the owner is gone (garbage collection under way) or was recreated
+    wanted = {
+        (c["kind"], c["metadata"]["name"]): c for c in render.render_children(owner, settings)
+    }
+    desired = wanted.get((child["kind"], child["metadata"]["name"]))
+    if desired is None:
+        return  # being pruned
+    if event_type == "DELETED" or not is_subset(desired, child):
+        logger.info(
+            "restoring %s %s/%s (%s)",
+            child["kind"],
+            owner.namespace,
+            desired["metadata"]["name"],
+            "deleted" if event_type == "DELETED" else "changed outside the operator",
+        )
+        child = kube.apply(desired)
+    if child["kind"] == "Deployment":
+        refresh_status(kube, owner, child, check_secret(kube, owner), settings)
+
+
+def is_subset(desired: Any, actual: Any) -> bool:
+    """Whether every field we set still has our value (fields others added do not count)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and is_subset(value, actual[key]) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(desired) == len(actual)
+            and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True))
+        )
+    return bool(desired == actual or str(desired) == str(actual))

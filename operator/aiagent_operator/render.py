@@ -1,0 +1,379 @@
+"""Pure functions from an AIAgent to the Kubernetes objects it stands for. No I/O.
+
+Children of an AIAgent `<name>`: ConfigMap `<name>-agent`, Deployment `<name>`, Service `<name>`,
+and HorizontalPodAutoscaler `<name>` while autoscaling is enabled. Each carries the common labels
+and a controller ownerReference, so the API server's garbage collector removes it with its owner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from agent_runtime.config import API_KEY_ENV, AgentConfig, agent_config_from_manifest
+
+from . import api
+from .settings import OperatorSettings
+
+Manifest = dict[str, Any]
+
+FIELD_MANAGER = "aiagent-operator"
+CONTAINER_NAME = "agent"
+HTTP_PORT = 8080
+CONFIG_DIR = "/etc/aiagent"
+CONFIG_FILE = "agent.yaml"
+FRAMEWORK_CONFIG_DIR = f"{CONFIG_DIR}/framework"
+# A fixed non-root identity: the runtime image creates this user; any image works with it.
+RUNTIME_UID = 10001
+
+AGENT_LABEL = f"{api.GROUP}/agent"
+CONFIG_HASH_ANNOTATION = f"{api.GROUP}/config-hash"
+# The AIAgent generation the children were rendered from: status.observedGeneration reads it
+# back from the Deployment, so status never claims a generation whose children are not applied.
+GENERATION_ANNOTATION = f"{api.GROUP}/generation"
+
+
+def configmap_name(agent: api.AIAgent) -> str:
+    return f"{agent.name}-agent"
+
+
+def selector_labels(agent: api.AIAgent) -> dict[str, str]:
+    """The Deployment selector: minimal, because a selector can never change."""
+    return {AGENT_LABEL: agent.name}
+
+
+def common_labels(agent: api.AIAgent) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": agent.name,
+        "app.kubernetes.io/component": "agent",
+        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        **selector_labels(agent),
+    }
+
+
+def owner_reference(agent: api.AIAgent) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": agent.name,
+        "uid": agent.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(agent: api.AIAgent, name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": agent.namespace,
+        "labels": common_labels(agent),
+        "ownerReferences": [owner_reference(agent)],
+        **extra,
+    }
+
+
+def render_agent_config(agent: api.AIAgent) -> AgentConfig:
+    """The agent.yaml the runtime reads: the spec minus pod settings and Secret references."""
+    manifest = {
+        "metadata": {"name": agent.name},
+        "spec": agent.spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+    }
+    framework_config = (
+        f"{FRAMEWORK_CONFIG_DIR}/{agent.spec.agent.config_map_ref.key}"
+        if agent.spec.agent.config_map_ref
+        else None
+    )
+    return agent_config_from_manifest(manifest, framework_config_path=framework_config)
+
+
+def render_configmap(agent: api.AIAgent) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(agent, configmap_name(agent)),
+        "data": {CONFIG_FILE: render_agent_config(agent).to_yaml()},
+    }
+
+
+def config_hash(configmap: Manifest) -> str:
+    """A short digest of the rendered config; in the pod template it makes a config change roll."""
+    payload = json.dumps(configmap["data"], sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def dapr_annotations(agent: api.AIAgent) -> dict[str, str]:
+    dapr = agent.spec.dapr
+    if not dapr.enabled:
+        return {}
+    annotations = {
+        "dapr.io/enabled": "true",
+        "dapr.io/app-id": dapr.app_id or agent.name,
+        "dapr.io/app-port": str(HTTP_PORT),
+        "dapr.io/app-protocol": "http",
+        "dapr.io/log-level": dapr.log_level,
+        "dapr.io/enable-metrics": "true" if dapr.enable_metrics else "false",
+        "dapr.io/enable-app-health-check": "true",
+        "dapr.io/app-health-check-path": "/healthz",
+        # The injected sidecar must pass the restricted Pod Security Standard like our container.
+        "dapr.io/sidecar-seccomp-profile-type": "RuntimeDefault",
+    }
+    if dapr.config:
+        annotations["dapr.io/config"] = dapr.config
+    sidecar = dapr.sidecar
+    for section, values in (
+        ("request", sidecar and sidecar.requests),
+        ("limit", sidecar and sidecar.limits),
+    ):
+        for resource in ("cpu", "memory"):
+            if values and resource in values:
+                annotations[f"dapr.io/sidecar-{resource}-{section}"] = str(values[resource])
+    return annotations
+
+
+def container_resources(agent: api.AIAgent, settings: OperatorSettings) -> dict[str, Any]:
+    """The spec's resources over the operator defaults, key by key (a CPU request must exist for
+    the autoscaler to compute utilization, so the default fills it in when the spec omits it)."""
+    requests: dict[str, Any] = {
+        "cpu": settings.default_cpu_request,
+        "memory": settings.default_memory_request,
+    }
+    limits: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("cpu", settings.default_cpu_limit),
+            ("memory", settings.default_memory_limit),
+        )
+        if value
+    }
+    if agent.spec.resources:
+        requests |= agent.spec.resources.requests or {}
+        limits |= agent.spec.resources.limits or {}
+    resources: dict[str, Any] = {"requests": requests}
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def _env(agent: api.AIAgent) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    ref = agent.spec.model.api_key_secret_ref
+    if ref:
+        env.append(
+            {
+                "name": API_KEY_ENV,
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    env += [var.to_wire() for var in agent.spec.env]
+    return env
+
+
+def _container(agent: api.AIAgent, settings: OperatorSettings) -> dict[str, Any]:
+    spec = agent.spec
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # the root filesystem is read-only
+    ]
+    if spec.agent.config_map_ref:
+        mounts.append(
+            {"name": "framework-config", "mountPath": FRAMEWORK_CONFIG_DIR, "readOnly": True}
+        )
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image or settings.agent_image,
+        "args": [
+            "run",
+            f"{CONFIG_DIR}/{CONFIG_FILE}",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(HTTP_PORT),
+        ],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": _env(agent),
+        "resources": container_resources(agent, settings),
+        "volumeMounts": mounts,
+        # Framework imports can take seconds; the startup probe keeps liveness from killing a
+        # pod that is still building its agent.
+        "startupProbe": _probe("/healthz", period=2, failures=60),
+        "readinessProbe": _probe("/readyz", period=5, failures=3),
+        "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.image_pull_policy:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    if spec.env_from:
+        container["envFrom"] = spec.env_from
+    return container
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def _volumes(agent: api.AIAgent) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "config",
+            "configMap": {
+                "name": configmap_name(agent),
+                "items": [{"key": CONFIG_FILE, "path": CONFIG_FILE}],
+            },
+        },
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+    ref = agent.spec.agent.config_map_ref
+    if ref:
+        volumes.append(
+            {
+                "name": "framework-config",
+                "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": ref.key}]},
+            }
+        )
+    return volumes
+
+
+def render_pod_template(
+    agent: api.AIAgent, settings: OperatorSettings, configmap: Manifest
+) -> dict[str, Any]:
+    spec = agent.spec
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(agent, settings)],
+        "volumes": _volumes(agent),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "enableServiceLinks": False,  # the runtime reads its config file, not Service env vars
+        "terminationGracePeriodSeconds": 30,
+    }
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    else:
+        # The agent does not talk to the Kubernetes API: do not hand it a token.
+        pod_spec["automountServiceAccountToken"] = False
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = spec.node_selector
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in spec.tolerations]
+    if spec.affinity:
+        pod_spec["affinity"] = spec.affinity
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [s.to_wire() for s in spec.image_pull_secrets]
+    return {
+        "metadata": {
+            "labels": {**spec.pod_labels, **common_labels(agent)},
+            "annotations": {
+                **spec.pod_annotations,
+                CONFIG_HASH_ANNOTATION: config_hash(configmap),
+                **dapr_annotations(agent),
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def render_deployment(
+    agent: api.AIAgent, settings: OperatorSettings, configmap: Manifest | None = None
+) -> Manifest:
+    configmap = configmap or render_configmap(agent)
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(agent)},
+        "template": render_pod_template(agent, settings, configmap),
+        "revisionHistoryLimit": 5,
+        # Never drop below the wanted capacity during a rollout.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+        },
+    }
+    # While the autoscaler owns the replica count, leaving it out of our apply hands the field
+    # over instead of fighting the HPA on every reconcile.
+    if not agent.spec.autoscaling.enabled:
+        spec["replicas"] = agent.spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(
+            agent, agent.name, annotations={GENERATION_ANNOTATION: str(agent.generation)}
+        ),
+        "spec": spec,
+    }
+
+
+def render_service(agent: api.AIAgent) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(agent, agent.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(agent),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": agent.spec.service.port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def render_hpa(agent: api.AIAgent) -> Manifest:
+    scaling = agent.spec.autoscaling
+    target = {
+        "type": "Utilization",
+        "averageUtilization": scaling.target_cpu_utilization_percentage,
+    }
+    # With a Dapr sidecar in the pod, pod-level CPU would mix the sidecar into the average;
+    # measure the agent container alone.
+    metric = (
+        {
+            "type": "ContainerResource",
+            "containerResource": {"name": "cpu", "container": CONTAINER_NAME, "target": target},
+        }
+        if agent.spec.dapr.enabled
+        else {"type": "Resource", "resource": {"name": "cpu", "target": target}}
+    )
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(agent, agent.name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent.name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [metric],
+        },
+    }
+
+
+# Kinds that exist only while the spec asks for them; the operator deletes them otherwise.
+PRUNABLE = [("autoscaling/v2", "HorizontalPodAutoscaler")]
+
+
+def render_children(agent: api.AIAgent, settings: OperatorSettings) -> list[Manifest]:
+    """Every child the AIAgent asks for, in apply order (config before the pods that mount it)."""
+    configmap = render_configmap(agent)
+    children = [configmap, render_deployment(agent, settings, configmap), render_service(agent)]
+    if agent.spec.autoscaling.enabled:
+        children.append(render_hpa(agent))
+    return children

@@ -1,0 +1,153 @@
+"""Pure computation of an AIAgent's status from what its children report. No I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from . import api
+from .render import GENERATION_ANNOTATION, selector_labels
+
+READY = "Ready"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def endpoint(agent: api.AIAgent, cluster_domain: str) -> str:
+    port = agent.spec.service.port
+    suffix = "" if port == 80 else f":{port}"
+    return f"http://{agent.name}.{agent.namespace}.svc.{cluster_domain}{suffix}"
+
+
+def _deployment_condition(deployment: dict[str, Any], type_: str) -> dict[str, Any]:
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_:
+            return dict(condition)
+    return {}
+
+
+def _assess(
+    agent: api.AIAgent, deployment: dict[str, Any] | None, secret_problem: str | None
+) -> tuple[api.Phase, bool, str, str]:
+    """(phase, ready, reason, message) for the Ready condition."""
+    if secret_problem:
+        return "Pending", False, "SecretNotFound", secret_problem
+    if deployment is None:
+        return (
+            "Progressing",
+            False,
+            "DeploymentNotFound",
+            f"Deployment {agent.name} does not exist yet",
+        )
+
+    status = deployment.get("status") or {}
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    ready = status.get("readyReplicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    progressing = _deployment_condition(deployment, "Progressing")
+    failure = _deployment_condition(deployment, "ReplicaFailure")
+
+    if failure.get("status") == "True":
+        return (
+            "Degraded",
+            False,
+            failure.get("reason", "ReplicaFailure"),
+            failure.get("message", ""),
+        )
+    if progressing.get("reason") == "ProgressDeadlineExceeded":
+        return "Degraded", False, "ProgressDeadlineExceeded", progressing.get("message", "")
+    if status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
+        return (
+            "Progressing",
+            False,
+            "RollingOut",
+            "the Deployment controller has not seen the change yet",
+        )
+    if wanted == 0:
+        return "Ready", True, "ScaledToZero", "scaled to zero replicas"
+    if updated < wanted:
+        return (
+            "Progressing",
+            ready > 0,
+            "RollingOut",
+            f"{updated}/{wanted} replicas updated, {ready} ready",
+        )
+    if ready < wanted:
+        return "Progressing", ready > 0, "ReplicasNotReady", f"{ready}/{wanted} replicas ready"
+    return "Ready", True, "AllReplicasReady", f"{ready}/{wanted} replicas ready"
+
+
+def compute_status(
+    agent: api.AIAgent,
+    deployment: dict[str, Any] | None,
+    *,
+    secret_problem: str | None = None,
+    cluster_domain: str = "cluster.local",
+    now: str | None = None,
+) -> api.AIAgentStatus:
+    """The status an AIAgent should show, given its Deployment (None: not there) and whether
+    its API key Secret is usable (`secret_problem` says why not)."""
+    phase, ready, reason, message = _assess(agent, deployment, secret_problem)
+    generation = _applied_generation(deployment)
+    condition = api.Condition(
+        type=READY,
+        status="True" if ready else "False",
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        last_transition_time=now or now_rfc3339(),
+    )
+    deployment_status = (deployment or {}).get("status") or {}
+    return api.AIAgentStatus(
+        observed_generation=generation,
+        phase=phase,
+        replicas=deployment_status.get("replicas", 0),
+        ready_replicas=deployment_status.get("readyReplicas", 0),
+        selector=",".join(f"{k}={v}" for k, v in selector_labels(agent).items()),
+        endpoint=endpoint(agent, cluster_domain),
+        conditions=[_keep_transition_time(agent.status, condition)],
+    )
+
+
+def failed_status(agent: api.AIAgent, reason: str, message: str) -> api.AIAgentStatus:
+    """The status of an AIAgent whose children the API server refused."""
+    condition = api.Condition(
+        type=READY,
+        status="False",
+        reason=reason,
+        message=message,
+        observed_generation=agent.generation,
+        last_transition_time=now_rfc3339(),
+    )
+    return agent.status.model_copy(
+        update={
+            "phase": "Failed",
+            "observed_generation": agent.generation,
+            "conditions": [_keep_transition_time(agent.status, condition)],
+        }
+    )
+
+
+def _applied_generation(deployment: dict[str, Any] | None) -> int | None:
+    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(GENERATION_ANNOTATION)
+    return int(value) if value and value.isdigit() else None
+
+
+def _keep_transition_time(old: api.AIAgentStatus, new: api.Condition) -> api.Condition:
+    """lastTransitionTime moves only when the condition's status flips."""
+    for condition in old.conditions:
+        if condition.type == new.type and condition.status == new.status:
+            return new.model_copy(update={"last_transition_time": condition.last_transition_time})
+    return new
+
+
+def status_patch(old: api.AIAgentStatus, new: api.AIAgentStatus) -> dict[str, Any] | None:
+    """A merge patch for `status`, or None when nothing changed (so no write, no event storm)."""
+    old_wire, new_wire = old.to_wire(), new.to_wire()
+    if old_wire == new_wire:
+        return None
+    # Fields that disappeared must be nulled explicitly in a merge patch.
+    return {key: new_wire.get(key) for key in old_wire.keys() | new_wire.keys()}

@@ -1,0 +1,155 @@
+"""The CRD is generated from the pydantic models and must stay structural, small and in sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from aiagent_operator import api, crd
+
+from .conftest import EXAMPLES, REPO, load_example
+
+CRDS = REPO / "crds"
+
+
+def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    nodes = [(path, schema)]
+    for name, prop in (schema.get("properties") or {}).items():
+        nodes += walk(prop, f"{path}.{name}")
+    if "items" in schema:
+        nodes += walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        nodes += walk(schema["additionalProperties"], f"{path}{{}}")
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    return crd.aiagent_schema()
+
+
+def test_committed_crds_match_the_models() -> None:
+    for name, content in crd.render_files().items():
+        committed = (CRDS / name).read_text()
+        assert committed == content, f"crds/{name} is stale: run `make crds`"
+
+
+def test_schema_is_structural(schema: dict[str, Any]) -> None:
+    for path, node in walk(schema):
+        assert not {"$ref", "$defs", "allOf", "title"} & node.keys(), path
+        if node.get("x-kubernetes-int-or-string"):
+            continue
+        assert "type" in node, f"{path} has no type"
+        if "anyOf" in node:
+            pytest.fail(f"{path}: anyOf is only allowed for int-or-string")
+        if node["type"] == "object" and path != ".metadata":  # the API server owns metadata
+            assert (
+                "properties" in node
+                or "additionalProperties" in node
+                or node.get("x-kubernetes-preserve-unknown-fields")
+            ), f"{path}: object with nothing known about it"
+
+
+def test_every_spec_and_status_field_is_described(schema: dict[str, Any]) -> None:
+    for root in ("spec", "status"):
+        for path, node in walk(schema["properties"][root], root):
+            if path.endswith(("{}", "[]")):
+                continue  # map values and list items take their parent's description
+            assert node.get("description"), f"{path} needs a description for kubectl explain"
+
+
+def test_defaults_bounds_and_enums(schema: dict[str, Any]) -> None:
+    spec = schema["properties"]["spec"]["properties"]
+    assert spec["framework"]["enum"] == ["crewai", "langchain"]
+    assert spec["replicas"]["default"] == 1 and spec["replicas"]["minimum"] == 0
+    scaling = spec["autoscaling"]
+    assert scaling["default"] == {}
+    target = scaling["properties"]["targetCPUUtilizationPercentage"]
+    assert (target["minimum"], target["maximum"], target["default"]) == (1, 100, 70)
+    assert scaling["properties"]["minReplicas"]["minimum"] == 1
+    assert spec["dapr"]["properties"]["enabled"]["default"] is True
+    assert spec["service"]["properties"]["port"]["default"] == 80
+    providers = spec["model"]["properties"]["provider"]["enum"]
+    assert {"openai", "anthropic", "azure", "ollama", "openai-compatible"} <= set(providers)
+    assert set(schema["properties"]["spec"]["required"]) == {"framework", "model"}
+    # Optional fields carry no null default that would be written into every object.
+    assert "default" not in spec["model"]["properties"]["apiKeySecretRef"]
+    assert "default" not in spec["image"]
+
+
+def test_cel_rules(schema: dict[str, Any]) -> None:
+    spec = schema["properties"]["spec"]["properties"]
+    rules = {r["rule"]: r["message"] for r in spec["autoscaling"]["x-kubernetes-validations"]}
+    assert "self.maxReplicas >= self.minReplicas" in rules
+    model_rules = spec["model"]["x-kubernetes-validations"]
+    assert any(
+        "has(self.baseURL)" in r["rule"] and "openai-compatible" in r["rule"] for r in model_rules
+    )
+    root_rules = [r["rule"] for r in schema["x-kubernetes-validations"]]
+    assert any("self.metadata.name.size() <= 63" in r for r in root_rules)
+    for rule in [*model_rules, *schema["x-kubernetes-validations"]]:
+        assert rule["message"], "every rule says what to do"
+
+
+def test_crd_metadata() -> None:
+    doc = crd.aiagent_crd()
+    names = doc["spec"]["names"]
+    assert doc["metadata"]["name"] == "aiagents.aiagents.dev"
+    assert names["shortNames"] == ["aia"] and names["categories"] == ["ai", "agents"]
+    version = doc["spec"]["versions"][0]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    assert "status" in version["subresources"]
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns[:5] == ["Framework", "Model", "Replicas", "Ready", "Phase"]
+    assert columns[-1] == "Age"
+
+
+def test_crd_is_small_enough_for_client_side_apply() -> None:
+    # kubectl's last-applied annotation (and Argo CD) cap an object at 256 KiB.
+    assert len((CRDS / crd.AIAGENT_CRD_FILE).read_bytes()) < 64 * 1024
+
+
+def test_peering_crds_are_kopfs_kinds() -> None:
+    docs = list(yaml.safe_load_all((CRDS / crd.PEERING_CRD_FILE).read_text()))
+    assert {d["spec"]["names"]["kind"] for d in docs} == {"ClusterKopfPeering", "KopfPeering"}
+    assert all(d["spec"]["group"] == "kopf.dev" for d in docs)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_valid_against_the_crd(example: Path, schema: dict[str, Any]) -> None:
+    doc = load_example(example)
+    assert doc["apiVersion"] == api.API_VERSION and doc["kind"] == api.KIND
+    jsonschema.validate(doc["spec"], schema["properties"]["spec"])
+    api.AIAgentSpec.model_validate(doc["spec"])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"framework": "autogen", "model": {"name": "m"}},
+        {"framework": "langchain"},
+        {"framework": "langchain", "model": {"name": "m"}, "replicas": -1},
+        {
+            "framework": "langchain",
+            "model": {"name": "m"},
+            "autoscaling": {"targetCPUUtilizationPercentage": 0},
+        },
+        {
+            "framework": "langchain",
+            "model": {"name": "m"},
+            "autoscaling": {"targetCPUUtilizationPercentage": 101},
+        },
+        {"framework": "langchain", "model": {"name": "m", "baseURL": "ftp://x"}},
+    ],
+)
+def test_schema_refuses_bad_specs(spec: dict[str, Any], schema: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(spec, schema["properties"]["spec"])
