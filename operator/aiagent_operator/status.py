@@ -31,7 +31,11 @@ def _deployment_condition(deployment: dict[str, Any], type_: str) -> dict[str, A
 def _assess(
     agent: api.AIAgent, deployment: dict[str, Any] | None, secret_problem: str | None
 ) -> tuple[api.Phase, bool, str, str]:
-    """(phase, ready, reason, message) for the Ready condition."""
+    """(phase, ready, reason, message) for the Ready condition.
+
+    Ready means every wanted replica runs the current spec and passes its readiness probe; while
+    a rollout or scale-up is under way the agent is Progressing (old pods keep serving meanwhile).
+    """
     if secret_problem:
         return "Pending", False, "SecretNotFound", secret_problem
     if deployment is None:
@@ -70,12 +74,12 @@ def _assess(
     if updated < wanted:
         return (
             "Progressing",
-            ready > 0,
+            False,
             "RollingOut",
             f"{updated}/{wanted} replicas updated, {ready} ready",
         )
     if ready < wanted:
-        return "Progressing", ready > 0, "ReplicasNotReady", f"{ready}/{wanted} replicas ready"
+        return "Progressing", False, "ReplicasNotReady", f"{ready}/{wanted} replicas ready"
     return "Ready", True, "AllReplicasReady", f"{ready}/{wanted} replicas ready"
 
 
@@ -149,5 +153,9 @@ def status_patch(old: api.AIAgentStatus, new: api.AIAgentStatus) -> dict[str, An
     old_wire, new_wire = old.to_wire(), new.to_wire()
     if old_wire == new_wire:
         return None
-    # Fields that disappeared must be nulled explicitly in a merge patch.
-    return {key: new_wire.get(key) for key in old_wire.keys() | new_wire.keys()}
+    # Only what changed; fields that disappeared must be nulled explicitly in a merge patch.
+    return {
+        key: new_wire.get(key)
+        for key in old_wire.keys() | new_wire.keys()
+        if old_wire.get(key) != new_wire.get(key)
+    }
