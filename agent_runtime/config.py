@@ -42,9 +42,13 @@ class CamelModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def cel_rule(rule: str, message: str) -> dict[str, JsonValue]:
-    """One `x-kubernetes-validations` entry: a CEL rule the API server checks, and what it says."""
-    return {"rule": rule, "message": message}
+def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
+    """One `x-kubernetes-validations` entry: a CEL rule the API server checks, what it says, and
+    (field_path, relative to the object the rule sits on) which field the error points at."""
+    entry: dict[str, JsonValue] = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
 
 
 class ModelConfig(CamelModel):
@@ -56,6 +60,7 @@ class ModelConfig(CamelModel):
                 cel_rule(
                     f"!(self.provider in {_NEEDS_BASE_URL}) || has(self.baseURL)",
                     "model.baseURL is required when model.provider is openai-compatible or azure",
+                    ".baseURL",
                 )
             ]
         }

@@ -79,6 +79,7 @@ class AutoscalingSpec(CamelModel):
                     "self.maxReplicas >= self.minReplicas",
                     "autoscaling.maxReplicas must be greater than or equal to "
                     "autoscaling.minReplicas",
+                    ".maxReplicas",
                 )
             ]
         }
@@ -153,6 +154,7 @@ class EnvVar(CamelModel):
                     "self.name != 'MODEL_API_KEY'",
                     "MODEL_API_KEY is set by the operator from spec.model.apiKeySecretRef; "
                     "do not set it in env",
+                    ".name",
                 )
             ]
         }

@@ -27,11 +27,13 @@ PEERING_CRD_FILE = "kopf.dev_peerings.yaml"
 ROOT_VALIDATIONS = [
     {
         "rule": f"self.metadata.name.size() <= {api.MAX_NAME_LENGTH}",
+        "fieldPath": ".metadata.name",
         "message": f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters: it names the "
         "agent's Service and labels its pods",
     },
     {
         "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "fieldPath": ".metadata.name",
         "message": "metadata.name must start with a letter and contain only lowercase letters, "
         "digits and '-' (a DNS-1035 label): it names the agent's Service",
     },
@@ -107,12 +109,18 @@ def _fix_default(out: dict[str, Any]) -> None:
     if "default" not in out:
         return
     default = out["default"]
-    if isinstance(default, dict) and "properties" in out:
-        # Default a nested object to {} and let the API server fill in its fields' own defaults,
-        # so the default of each field is written once, on the field.
-        out["default"] = {}
+    if isinstance(default, dict) and default:
+        # A nested object defaults to its fields' defaults, spelled out: the API server checks
+        # a default against the object's CEL rules as written, before any nested defaulting.
+        out["default"] = _without_nulls(default)
     elif default is None or default == [] or default == {}:
         del out["default"]
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None and v != []}
+    return value
 
 
 def aiagent_schema() -> dict[str, Any]:
@@ -125,7 +133,8 @@ def aiagent_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # Only name may be constrained here; declaring it lets the rules below point at it.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": structural_schema(api.AIAgentSpec),
             "status": structural_schema(api.AIAgentStatus),
         },

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import kubernetes
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
+import urllib3
+from kubernetes.client import Configuration
 
 from . import api
 from .render import FIELD_MANAGER, Manifest
@@ -53,17 +54,32 @@ def object_path(api_version: str, kind: str, namespace: str, name: str = "") -> 
 
 
 class Kube:
-    def __init__(self, client: ApiClient) -> None:
-        self._client = client
+    """Plain HTTPS to the API server with the credentials `kubernetes.config` found.
+
+    Only the configuration loaders of the `kubernetes` package are used: its generated client
+    changes shape between releases, while these few JSON calls do not.
+    """
+
+    def __init__(self, configuration: Configuration) -> None:
+        self._config = configuration
+        self._pool = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=8,  # Kopf runs sync handlers in a thread pool
+            cert_reqs="CERT_REQUIRED" if configuration.verify_ssl else "CERT_NONE",
+            ca_certs=configuration.ssl_ca_cert,
+            cert_file=configuration.cert_file,
+            key_file=configuration.key_file,
+        )
 
     @classmethod
     def from_environment(cls) -> Kube:
         """In-cluster credentials inside a pod, the kubeconfig (KUBECONFIG) elsewhere."""
+        configuration = Configuration()
         try:
-            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(ApiClient())
+            kubernetes.config.load_kube_config(client_configuration=configuration)
+        return cls(configuration)
 
     def request(
         self,
@@ -73,25 +89,25 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        method, url, headers, _, _ = self._client.param_serialize(
-            method,
-            path,
-            query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        # auth_settings() refreshes expiring tokens (projected ServiceAccount tokens, exec plugins).
+        for setting in self._config.auth_settings().values():
+            if setting["in"] == "header" and setting["value"]:
+                headers[setting["key"]] = setting["value"]
+        url = self._config.host.rstrip("/") + path
+        if query:
+            url += "?" + urlencode(query)
         try:
-            response = self._client.call_api(
+            response = self._pool.request(
                 method,
                 url,
-                header_params=headers,
-                # Pre-serialized, so every content type (apply, merge patch) goes out as JSON.
                 body=json.dumps(body) if body is not None else None,
-                _request_timeout=30,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=10, read=30),
+                retries=False,
             )
-            response.read()  # type: ignore[no-untyped-call]
-        except ApiException as exc:
-            raise _kube_error(exc.status or 0, exc.reason or "", exc.body) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeError(status=0, reason="Unreachable", message=str(exc)) from None
         if not 200 <= response.status < 300:
             raise _kube_error(response.status, response.reason or "", response.data)
         return json.loads(response.data) if response.data else {}
@@ -164,10 +180,10 @@ def is_controlled_by(obj: dict[str, Any], owner_uid: str) -> bool:
     )
 
 
-def _kube_error(status: int, reason: str, body: Any) -> KubeError:
-    message = ""
+def _kube_error(status: int, reason: str, body: bytes) -> KubeError:
+    """The API server explains itself in a Status object; fall back to the raw text."""
     try:
-        message = json.loads(body).get("message", "")
-    except (TypeError, ValueError):
-        message = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
-    return KubeError(status=status, reason=reason, message=message)
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = body.decode(errors="replace")
+    return KubeError(status=status, reason=reason, message=message or reason)

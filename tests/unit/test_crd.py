@@ -67,7 +67,12 @@ def test_defaults_bounds_and_enums(schema: dict[str, Any]) -> None:
     assert spec["framework"]["enum"] == ["crewai", "langchain"]
     assert spec["replicas"]["default"] == 1 and spec["replicas"]["minimum"] == 0
     scaling = spec["autoscaling"]
-    assert scaling["default"] == {}
+    assert scaling["default"] == {
+        "enabled": False,
+        "minReplicas": 1,
+        "maxReplicas": 10,
+        "targetCPUUtilizationPercentage": 70,
+    }
     target = scaling["properties"]["targetCPUUtilizationPercentage"]
     assert (target["minimum"], target["maximum"], target["default"]) == (1, 100, 70)
     assert scaling["properties"]["minReplicas"]["minimum"] == 1

@@ -1,0 +1,62 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-12)
+
+.PHONY: help venv test unit e2e lint crds lock demo cluster binaries clean
+
+help:
+	@echo "make demo     run the operator on a local control plane (or \$$KUBECONFIG) with the examples"
+	@echo "make test     lint, then every test (unit, e2e on a local control plane)"
+	@echo "make unit     unit tests only (seconds, no cluster)"
+	@echo "make e2e      end-to-end tests only"
+	@echo "make crds     regenerate crds/ from the pydantic models"
+	@echo "make cluster  start a local control plane and keep it up (prints export KUBECONFIG=...)"
+	@echo "make lint     ruff and mypy"
+	@echo "make lock     re-resolve requirements/dev.lock"
+
+# A virtualenv with pinned dependencies, rebuilt when pyproject.toml or the lock changes.
+$(STAMP): pyproject.toml requirements/dev.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/dev.lock -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+test: lint unit e2e
+
+unit: venv
+	$(PY) -m pytest tests/unit
+
+e2e: venv
+	@if [ -d tests/e2e ]; then $(PY) -m pytest tests/e2e; else echo "no e2e suite yet"; fi
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+crds: venv
+	$(PY) -m aiagent_operator.crd crds
+
+lock:
+	rm -rf /tmp/aiagent-lock && $(PYTHON) -m venv /tmp/aiagent-lock
+	/tmp/aiagent-lock/bin/pip install --quiet '.[dev]' 'pydantic<2.13'
+	{ echo "# Pinned versions for 'make test' (pip install -c requirements/dev.lock -e '.[dev]')."; \
+	  echo "# Regenerate with 'make lock'. pydantic stays below 2.13 because crewai requires it."; \
+	  /tmp/aiagent-lock/bin/pip freeze --exclude aiagent-operator; } > requirements/dev.lock
+
+binaries:
+	tests/controlplane/build.sh
+
+cluster: venv
+	$(PY) -m tests.controlplane up
+
+demo: venv
+	$(PY) -m tests.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
