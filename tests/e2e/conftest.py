@@ -1,0 +1,83 @@
+"""Fixtures for the e2e suite: a real control plane, the CRDs, the operator, a namespace per test.
+
+By default the control plane is the local one built from Go modules (tests/controlplane). Set
+AIAGENT_E2E_KUBECONFIG to run the same tests against another cluster (kind, k3d, a real one).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .kube import REPO, Kubectl, OperatorProcess, wait_for
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    given = os.environ.get("AIAGENT_E2E_KUBECONFIG")
+    if given:
+        yield Path(given)
+        return
+    from tests.controlplane.cluster import LocalControlPlane, build_binaries
+
+    workdir = tmp_path_factory.mktemp("controlplane")
+    with LocalControlPlane(build_binaries(), workdir=workdir) as control_plane:
+        yield Path(control_plane.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig: Path) -> Kubectl:
+    return Kubectl(kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> None:
+    kubectl.run("apply", "-f", str(REPO / "crds"))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/aiagents.aiagents.dev")
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crds: None, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator for the session (standalone: the peering test starts its own replicas)."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(kubeconfig, log, standalone="true").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", name)
+    wait_for(
+        "the namespace's default ServiceAccount",
+        lambda: kubectl.get("serviceaccount", "default", name),
+    )
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def api_key_secrets(kubectl: Kubectl, namespace: str) -> None:
+    """The Secrets the examples refer to (dummy keys: no test talks to a real provider)."""
+    for secret in ("openai", "anthropic"):
+        kubectl.run(
+            "create",
+            "secret",
+            "generic",
+            secret,
+            "--from-literal=api-key=sk-e2e-not-a-real-key",
+            namespace=namespace,
+        )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
