@@ -13,6 +13,7 @@ def main() -> None:
     settings = OperatorSettings()
     kopf.configure(
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+        log_prefix=True,  # every line about an object says which one: [namespace/name]
     )
     logging.getLogger().setLevel(settings.log_level)
     from . import handlers  # noqa: F401  (registers the handlers with Kopf)

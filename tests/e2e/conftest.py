@@ -44,27 +44,41 @@ def crds(kubectl: Kubectl) -> None:
 def operator(
     crds: None, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """One operator for the session (standalone: the peering test starts its own replicas)."""
+    """One operator for the session, watching the `e2e-*` namespaces. Standalone: the resilience
+    tests start operators of their own in namespaces of their own."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(kubeconfig, log, standalone="true").start()
+    process = OperatorProcess(kubeconfig, log, standalone="true", watch_namespaces="e2e-*").start()
     yield process
     process.stop()
 
 
-@pytest.fixture
-def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
+def create_namespace(kubectl: Kubectl, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     kubectl.run("create", "namespace", name)
     wait_for(
         "the namespace's default ServiceAccount",
         lambda: kubectl.get("serviceaccount", "default", name),
     )
+    return name
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A fresh namespace that the session operator watches."""
+    name = create_namespace(kubectl, "e2e")
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture
-def api_key_secrets(kubectl: Kubectl, namespace: str) -> None:
+def isolated_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A fresh namespace the session operator does not watch, for tests that run their own."""
+    name = create_namespace(kubectl, "iso")
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def create_api_key_secrets(kubectl: Kubectl, namespace: str) -> None:
     """The Secrets the examples refer to (dummy keys: no test talks to a real provider)."""
     for secret in ("openai", "anthropic"):
         kubectl.run(
@@ -75,6 +89,11 @@ def api_key_secrets(kubectl: Kubectl, namespace: str) -> None:
             "--from-literal=api-key=sk-e2e-not-a-real-key",
             namespace=namespace,
         )
+
+
+@pytest.fixture
+def api_key_secrets(kubectl: Kubectl, namespace: str) -> None:
+    create_api_key_secrets(kubectl, namespace)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

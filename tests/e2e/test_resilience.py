@@ -1,0 +1,120 @@
+"""The operator survives being killed, and two replicas never both act (Kopf peering)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import create_api_key_secrets
+from .kube import Kubectl, OperatorProcess, load_example, wait_for
+
+pytestmark = pytest.mark.usefixtures("crds")
+
+
+def wait_ready(
+    kubectl: Kubectl, namespace: str, name: str, replicas: int, timeout: float = 90
+) -> None:
+    wait_for(
+        f"{name} Ready with {replicas} replicas",
+        lambda: (
+            (a := kubectl.get("aiagent", name, namespace))
+            and a.get("status", {}).get("phase") == "Ready"
+            and a["status"].get("readyReplicas") == replicas
+            and a["status"].get("observedGeneration") == a["metadata"]["generation"]
+        ),
+        timeout=timeout,
+    )
+
+
+def handled(operator: OperatorProcess, namespace: str, name: str) -> bool:
+    """Whether this operator's reconcile handler ran for the object (Kopf logs each success)."""
+    pattern = rf"\[{re.escape(namespace)}/{re.escape(name)}\] Handler 'reconcile_aiagent' succeeded"
+    return re.search(pattern, operator.log_text()) is not None
+
+
+def test_killed_mid_reconcile_converges_without_duplicates(
+    kubectl: Kubectl, kubeconfig: Path, isolated_namespace: str, tmp_path: Path
+) -> None:
+    ns = isolated_namespace
+    create_api_key_secrets(kubectl, ns)
+    first = OperatorProcess(
+        kubeconfig, tmp_path / "first.log", standalone="true", watch_namespaces=ns
+    ).start()
+    try:
+        kubectl.apply(load_example("support-bot.yaml", replicas=3), namespace=ns)
+        # Kill it hard as soon as it has started on the object: nothing gets to clean up.
+        wait_for(
+            "the operator to start on the AIAgent",
+            lambda: kubectl.get("configmap", "support-bot-agent", ns),
+            interval=0.05,
+        )
+    finally:
+        first.stop(signal.SIGKILL)
+
+    second = OperatorProcess(
+        kubeconfig, tmp_path / "second.log", standalone="true", watch_namespaces=ns
+    ).start()
+    try:
+        wait_ready(kubectl, ns, "support-bot", 3)
+        assert len(kubectl.list("deployments", ns)) == 1
+        assert len(kubectl.list("services", ns)) == 1
+        assert (
+            len(
+                [
+                    c
+                    for c in kubectl.list("configmaps", ns)
+                    if c["metadata"]["name"].startswith("support-bot")
+                ]
+            )
+            == 1
+        )
+        assert len(kubectl.list("replicasets", ns, "aiagents.dev/agent=support-bot")) == 1
+        assert len(kubectl.list("pods", ns, "aiagents.dev/agent=support-bot")) == 3
+    finally:
+        second.stop()
+
+
+def test_two_replicas_with_peering_only_one_acts(
+    kubectl: Kubectl, kubeconfig: Path, isolated_namespace: str, tmp_path: Path
+) -> None:
+    ns = isolated_namespace
+    create_api_key_secrets(kubectl, ns)
+    # Namespaced operators meet in a KopfPeering of their namespace (the chart creates it).
+    kubectl.apply(
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": "aiagent-operator"},
+        },
+        namespace=ns,
+    )
+    low = OperatorProcess(
+        kubeconfig, tmp_path / "low.log", watch_namespaces=ns, peering_priority="100"
+    ).start()
+    high = OperatorProcess(
+        kubeconfig, tmp_path / "high.log", watch_namespaces=ns, peering_priority="200"
+    ).start()
+    try:
+        wait_for(
+            "the low-priority replica to pause",
+            lambda: "Pausing operations" in low.log_text() or "paused" in low.log_text().lower(),
+            timeout=30,
+        )
+        kubectl.apply(load_example("research-crew.yaml"), namespace=ns)
+        wait_ready(kubectl, ns, "research-crew", 1)
+        assert handled(high, ns, "research-crew")
+        time.sleep(2)  # give a misbehaving standby the chance to act too
+        assert not handled(low, ns, "research-crew"), "the paused replica reconciled as well"
+
+        # The active replica leaves (a rolling update, a node drain): the standby takes over.
+        high.stop()
+        kubectl.run("scale", "aiagent", "research-crew", "--replicas=2", namespace=ns)
+        wait_ready(kubectl, ns, "research-crew", 2, timeout=120)
+        assert handled(low, ns, "research-crew")
+    finally:
+        high.stop()
+        low.stop()

@@ -1,0 +1,129 @@
+"""Bad AIAgents are refused by the API server itself, with a message a person can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .kube import Kubectl
+
+pytestmark = pytest.mark.usefixtures("crds")
+
+GOOD = {"framework": "langchain", "model": {"name": "gpt-4o-mini"}}
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {**GOOD, **changes}
+    return spec
+
+
+CASES = [
+    (
+        "unknown framework",
+        "bad-framework",
+        with_changes(framework="autogen"),
+        ["spec.framework", "crewai", "langchain"],
+    ),
+    (
+        "negative replicas",
+        "bad-replicas",
+        with_changes(replicas=-1),
+        ["spec.replicas", "greater than or equal to 0"],
+    ),
+    (
+        "maxReplicas below minReplicas",
+        "bad-bounds",
+        with_changes(autoscaling={"enabled": True, "minReplicas": 5, "maxReplicas": 2}),
+        [
+            "spec.autoscaling.maxReplicas",
+            "must be greater than or equal to autoscaling.minReplicas",
+        ],
+    ),
+    (
+        "CPU target 0",
+        "bad-cpu-low",
+        with_changes(autoscaling={"targetCPUUtilizationPercentage": 0}),
+        ["targetCPUUtilizationPercentage", "greater than or equal to 1"],
+    ),
+    (
+        "CPU target 101",
+        "bad-cpu-high",
+        with_changes(autoscaling={"targetCPUUtilizationPercentage": 101}),
+        ["targetCPUUtilizationPercentage", "less than or equal to 100"],
+    ),
+    (
+        "openai-compatible without baseURL",
+        "bad-base-url",
+        with_changes(model={"name": "m", "provider": "openai-compatible"}),
+        ["spec.model.baseURL", "model.baseURL is required"],
+    ),
+    ("missing model", "bad-no-model", {"framework": "langchain"}, ["spec.model", "Required"]),
+    (
+        "model without a name",
+        "bad-model-name",
+        with_changes(model={"provider": "openai"}),
+        ["spec.model.name", "Required"],
+    ),
+    (
+        "unknown tool",
+        "bad-tool",
+        with_changes(agent={"tools": ["shell"]}),
+        ["spec.agent.tools[0]", "calculator"],
+    ),
+    (
+        "API key in plain env",
+        "bad-env",
+        with_changes(env=[{"name": "MODEL_API_KEY", "value": "sk-x"}]),
+        ["MODEL_API_KEY is set by the operator"],
+    ),
+    (
+        "name too long for the children",
+        "a" * 64,
+        GOOD,
+        ["metadata.name", "at most 63 characters"],
+    ),
+    (
+        "name that is not a DNS-1035 label",
+        "1st-agent",
+        GOOD,
+        ["metadata.name", "must start with a letter"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "name", "spec", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_refused_with_a_readable_message(
+    kubectl: Kubectl,
+    namespace: str,
+    case: str,
+    name: str,
+    spec: dict[str, Any],
+    expected: list[str],
+) -> None:
+    manifest = {
+        "apiVersion": "aiagents.dev/v1alpha1",
+        "kind": "AIAgent",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    import yaml
+
+    result = kubectl.run(
+        "apply", "-f", "-", input=yaml.safe_dump(manifest), namespace=namespace, check=False
+    )
+    assert result.returncode != 0, f"{case} was accepted"
+    for fragment in expected:
+        assert fragment in result.stderr, f"{case}: {fragment!r} not in {result.stderr!r}"
+    assert "sk-x" not in result.stderr
+    assert kubectl.run("get", "aiagents", "-o", "name", namespace=namespace).stdout == ""
+
+
+def test_kubectl_explain_shows_the_model_descriptions(kubectl: Kubectl) -> None:
+    out = kubectl.run("explain", "aiagent.spec.autoscaling.targetCPUUtilizationPercentage").stdout
+    assert "Average CPU utilization" in out
+    out = kubectl.run("explain", "aiagents.spec.model").stdout
+    assert (
+        "apiKeySecretRef" in out
+        and "MODEL_API_KEY" in kubectl.run("explain", "aia.spec.model.apiKeySecretRef").stdout
+    )
