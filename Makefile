@@ -40,7 +40,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 crds: venv
-	$(PY) -m aiagent_operator.crd crds
+	$(PY) -m aiagent_operator.crd crds README.md
 
 lock:
 	rm -rf /tmp/aiagent-lock && $(PYTHON) -m venv /tmp/aiagent-lock
@@ -56,7 +56,7 @@ cluster: venv
 	$(PY) -m tests.controlplane up
 
 demo: venv
-	$(PY) -m tests.demo
+	$(PY) -m hack.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

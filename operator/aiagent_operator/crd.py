@@ -231,5 +231,10 @@ def write(directory: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
+    from .reference import update_readme
+
     for path in write(Path(sys.argv[1] if len(sys.argv) > 1 else "crds")):
         print(f"wrote {path}")
+    if len(sys.argv) > 2:
+        update_readme(Path(sys.argv[2]))
+        print(f"updated the field reference in {sys.argv[2]}")

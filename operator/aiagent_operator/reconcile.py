@@ -93,26 +93,49 @@ def on_child_event(
     settings: OperatorSettings,
 ) -> None:
     """React to a change of a child: restore it if it was deleted or edited, and let the
-    Deployment's own status flow into the owner's status."""
+    Deployment's own status flow into the owner's status.
+
+    `owner` comes from Kopf's index, which may lag behind the child's own watch stream. Before
+    undoing anything or writing status, the owner is read afresh, so a spec change or status
+    written a moment ago is neither reverted nor overwritten with a stale view.
+    """
     if owner is None or not is_controlled_by(child, owner.uid):
         return  # the owner is gone (garbage collection under way) or was recreated
-    wanted = {
-        (c["kind"], c["metadata"]["name"]): c for c in render.render_children(owner, settings)
-    }
-    desired = wanted.get((child["kind"], child["metadata"]["name"]))
-    if desired is None:
-        return  # being pruned
-    if event_type == "DELETED" or not is_subset(desired, child):
+    is_deployment = child["kind"] == "Deployment"
+    if not is_deployment and _drift(event_type, child, owner, settings) is None:
+        return
+    fresh = kube.get(api.API_VERSION, api.KIND, owner.namespace, owner.name)
+    if fresh is None or fresh["metadata"]["uid"] != owner.uid:
+        return
+    if fresh["metadata"].get("deletionTimestamp"):
+        return
+    owner = api.AIAgent.from_body(fresh)
+    desired = _drift(event_type, child, owner, settings)
+    if desired is not None:
         logger.info(
             "restoring %s %s/%s (%s)",
             child["kind"],
             owner.namespace,
-            desired["metadata"]["name"],
+            child["metadata"]["name"],
             "deleted" if event_type == "DELETED" else "changed outside the operator",
         )
         child = kube.apply(desired)
-    if child["kind"] == "Deployment":
+    if is_deployment and event_type != "DELETED":
         refresh_status(kube, owner, child, check_secret(kube, owner), settings)
+
+
+def _drift(
+    event_type: str | None, child: dict[str, Any], owner: api.AIAgent, settings: OperatorSettings
+) -> dict[str, Any] | None:
+    """The child as the owner wants it, if the actual one was deleted or differs; else None
+    (also when the owner no longer wants the child: pruning handles that)."""
+    for desired in render.render_children(owner, settings):
+        same = (desired["kind"], desired["metadata"]["name"])
+        if same == (child["kind"], child["metadata"]["name"]):
+            if event_type == "DELETED" or not is_subset(desired, child):
+                return desired
+            return None
+    return None
 
 
 def is_subset(desired: Any, actual: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Every example, applied with kubectl, becomes a Ready agent with the children ARCHITECTURE.md lists."""
+"""Every example, applied with kubectl, becomes a Ready agent with the children it should have."""
 
 from __future__ import annotations
 

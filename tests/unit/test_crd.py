@@ -158,3 +158,13 @@ def test_examples_are_valid_against_the_crd(example: Path, schema: dict[str, Any
 def test_schema_refuses_bad_specs(spec: dict[str, Any], schema: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(spec, schema["properties"]["spec"])
+
+
+def test_readme_field_reference_is_current() -> None:
+    from aiagent_operator.reference import END, START, field_reference
+
+    readme = (REPO / "README.md").read_text()
+    generated = readme.split(START, 1)[1].split(END, 1)[0]
+    assert generated == f"\n{field_reference()}", "README field reference is stale: run `make crds`"
+    for field in ("spec.model.apiKeySecretRef", "spec.autoscaling.targetCPUUtilizationPercentage"):
+        assert f"`{field}`" in generated
