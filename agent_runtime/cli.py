@@ -19,6 +19,17 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = load_agent_config(args.file)
+    except ConfigError as exc:
+        print(f"aiagent: {exc}", file=sys.stderr)
+        return 2
+    from .server import serve  # FastAPI and uvicorn load only for `run`
+
+    return serve(config, host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiagent", description="Serve a CrewAI or LangChain agent described by agent.yaml."
@@ -31,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", help="agent.yaml or an AIAgent manifest")
     check.set_defaults(func=_check)
+    run = commands.add_parser("run", help="serve the agent over HTTP")
+    run.add_argument("file", help="agent.yaml or an AIAgent manifest")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    run.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    run.set_defaults(func=_run)
     return parser
 
 

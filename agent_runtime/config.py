@@ -134,6 +134,13 @@ class AgentFields(CamelModel):
         description="Names of built-in runtime tools the agent may call: calculator, http_get.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
+    http_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Hosts the http_get tool may fetch from (exact names, or *.example.com); "
+        "empty: http_get refuses every URL.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
 
 
 class AgentSection(AgentFields):

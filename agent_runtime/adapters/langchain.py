@@ -1,0 +1,73 @@
+"""LangChain: `langchain.agents.create_agent` with the model, system prompt and built-in tools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.tools import StructuredTool
+
+from ..config import AgentConfig
+from ..providers import langchain_chat_model, provider_failure, system_prompt
+from ..tools import ToolSpec, builtin_tools
+from .base import AgentReply, ChatMessage, Usage
+
+
+def _tool(spec: ToolSpec) -> StructuredTool:
+    return StructuredTool.from_function(
+        func=spec.function, name=spec.name, description=spec.description
+    )
+
+
+class LangChainAdapter:
+    framework = "langchain"
+
+    def __init__(self, config: AgentConfig, api_key: str | None) -> None:
+        tools = builtin_tools(list(config.agent.tools), list(config.agent.http_allowed_hosts))
+        self._agent = create_agent(
+            model=langchain_chat_model(config.model, api_key),
+            tools=[_tool(t) for t in tools],
+            system_prompt=system_prompt(config),
+            name=config.name,
+        )
+
+    @staticmethod
+    def _input(messages: list[ChatMessage]) -> dict[str, Any]:
+        return {"messages": [{"role": m.role, "content": m.content} for m in messages]}
+
+    async def invoke(self, messages: list[ChatMessage]) -> AgentReply:
+        try:
+            result = await self._agent.ainvoke(self._input(messages))
+        except Exception as exc:
+            raise (provider_failure(exc) or exc) from None
+        new = result["messages"][len(messages) :]
+        usage = Usage()
+        for message in new:
+            _add_usage(usage, message)
+        answer = next((m for m in reversed(new) if isinstance(m, AIMessage)), None)
+        return AgentReply(output=answer.text if answer else "", usage=usage)
+
+    async def stream(self, messages: list[ChatMessage], usage: Usage) -> AsyncIterator[str]:
+        events = self._agent.astream(self._input(messages), stream_mode="messages")
+        try:
+            async for chunk, metadata in events:
+                if not isinstance(chunk, AIMessageChunk):
+                    continue  # tool results, not the answer
+                _add_usage(usage, chunk)
+                # Tokens of the model's final answer; tool-call arguments are not for the user.
+                if metadata.get("langgraph_node") == "model" and not chunk.tool_call_chunks:
+                    text = chunk.text
+                    if text:
+                        yield text
+        except Exception as exc:
+            raise (provider_failure(exc) or exc) from None
+        finally:
+            await events.aclose()
+
+
+def _add_usage(usage: Usage, message: Any) -> None:
+    metadata = getattr(message, "usage_metadata", None) or {}
+    usage.input_tokens += int(metadata.get("input_tokens", 0))
+    usage.output_tokens += int(metadata.get("output_tokens", 0))

@@ -1,0 +1,140 @@
+"""The FastAPI app factory: one agent, built once at startup, served over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__, chat, routes
+from .adapters import AgentAdapter, build_adapter
+from .config import AgentConfig
+from .errors import Redactor, RuntimeFailure
+from .logs import request_id
+from .middleware import RuntimeMiddleware
+from .sessions import DaprSessionStore, InMemorySessionStore, SessionStore
+from .settings import RuntimeSettings, api_key_for
+from .state import RuntimeState
+
+logger = logging.getLogger("agent_runtime")
+
+AdapterFactory = Callable[[AgentConfig, str | None], AgentAdapter]
+
+
+def session_store(config: AgentConfig, settings: RuntimeSettings) -> SessionStore:
+    """Dapr's state store when a sidecar and a store are configured; process memory otherwise."""
+    if settings.dapr_http_port and config.dapr.state_store:
+        return DaprSessionStore(
+            settings.dapr_http_port,
+            config.dapr.state_store,
+            settings.max_session_messages,
+            config.name,
+        )
+    return InMemorySessionStore(settings.max_sessions, settings.max_session_messages)
+
+
+def create_app(
+    config: AgentConfig,
+    settings: RuntimeSettings | None = None,
+    *,
+    adapter_factory: AdapterFactory = build_adapter,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """An app serving `config`'s agent. `on_fatal` is called if the agent cannot be built."""
+    settings = settings or RuntimeSettings.from_environment()
+    api_key = api_key_for(config.model)
+    state = RuntimeState(
+        config=config,
+        settings=settings,
+        sessions=session_store(config, settings),
+        redact=Redactor([api_key, settings.auth_token]),
+    )
+
+    async def build() -> None:
+        started = time.perf_counter()
+        try:
+            # Importing a framework takes seconds: keep the event loop (and /healthz) free.
+            state.adapter = await asyncio.to_thread(adapter_factory, config, api_key)
+        except Exception as exc:  # any failure to build is fatal, and must say why
+            state.build_error = state.redact(f"cannot build the agent: {type(exc).__name__}: {exc}")
+            logger.error(state.build_error)
+            if on_fatal:
+                on_fatal(state.build_error)
+            return
+        state.build_seconds = time.perf_counter() - started
+        logger.info(
+            "agent %s (%s, %s/%s) ready in %.2f s; sessions in %s",
+            config.name,
+            config.framework,
+            config.model.provider,
+            config.model.name,
+            state.build_seconds,
+            state.sessions.kind,
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(build())
+        yield
+        task.cancel()
+        await state.sessions.close()
+
+    app = FastAPI(
+        title=f"{config.name} (aiagent runtime)",
+        version=__version__,
+        description=config.agent.description or "An AI agent served by the aiagent runtime.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = state
+    app.include_router(routes.router)
+    app.include_router(chat.router)
+    app.add_middleware(
+        RuntimeMiddleware,
+        metrics=state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        auth_token=settings.auth_token,
+    )
+    _install_error_handlers(app, state)
+    return app
+
+
+def _error(status: int, error_type: str, message: str) -> JSONResponse:
+    body = {"error": {"type": error_type, "message": message, "request_id": request_id.get()}}
+    return JSONResponse(status_code=status, content=body)
+
+
+def _install_error_handlers(app: FastAPI, state: RuntimeState) -> None:
+    def count(request: Request, error_type: str) -> None:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        state.metrics.errors.labels(route, error_type).inc()
+
+    @app.exception_handler(RuntimeFailure)
+    async def runtime_failure(request: Request, exc: RuntimeFailure) -> JSONResponse:
+        count(request, exc.error_type)
+        return _error(exc.status_code, exc.error_type, state.redact(exc.message))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"] if p != "body")
+            problems.append(f"{where or 'body'}: {error['msg']}")
+        count(request, "invalid_request")
+        return _error(422, "invalid_request", "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error")
+        count(request, "internal_error")
+        return _error(500, "internal_error", "internal error; the log has details")

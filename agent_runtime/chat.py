@@ -1,0 +1,152 @@
+"""`POST /v1/chat/completions`: the agent behind the OpenAI chat completions API.
+
+Clients send the whole conversation each time (as with OpenAI), so nothing is remembered here.
+With `stream: true` the answer comes as server-sent events ending with `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from .adapters.base import ChatMessage, Usage
+from .errors import RuntimeFailure
+from .routes import ERRORS, InvalidRequest, State, check_input_length
+from .schemas import (
+    ChatCompletionChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionUsage,
+)
+from .state import RuntimeState
+
+router = APIRouter()
+
+
+def to_messages(request: ChatCompletionRequest) -> list[ChatMessage]:
+    messages = []
+    for message in request.messages:
+        if message.role in ("tool", "function"):
+            continue  # the agent runs its own tools; client-side tool results do not apply
+        role = "system" if message.role == "developer" else message.role
+        messages.append(ChatMessage(role=role, content=message.text()))
+    if not messages or messages[-1].role != "user":
+        raise InvalidRequest("the last message must come from the user")
+    return messages
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    tags=["openai"],
+)
+async def chat_completions(body: ChatCompletionRequest, state: State) -> Any:
+    """OpenAI-compatible chat completions; `stream: true` answers with server-sent events."""
+    messages = to_messages(body)
+    check_input_length(state, "".join(m.content for m in messages))
+    adapter = state.ready_adapter()
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    model = state.config.name
+    if body.stream:
+        usage = Usage()
+        stream = adapter.stream(messages, usage)
+        try:
+            # Wait for the first piece before answering 200, so a failing provider still
+            # gets a proper 502/504 status instead of an error buried in the stream.
+            first = await state.next_within_timeout(stream)
+        except StopAsyncIteration:
+            first = ""
+        except RuntimeFailure as failure:
+            await stream.aclose()
+            raise state.safe(failure) from None
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = _events(state, stream, first, usage, completion_id, created, model, include_usage)
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    try:
+        reply = await state.within_timeout(adapter.invoke(messages))
+    except RuntimeFailure as failure:
+        raise state.safe(failure) from None
+    state.metrics.count_tokens(
+        state.config.model.name, reply.usage.input_tokens, reply.usage.output_tokens
+    )
+    return ChatCompletionResponse(
+        id=completion_id,
+        created=created,
+        model=model,
+        choices=[ChatCompletionChoice(message={"role": "assistant", "content": reply.output})],
+        usage=_usage(reply.usage),
+    )
+
+
+def _usage(usage: Usage) -> ChatCompletionUsage:
+    return ChatCompletionUsage(
+        prompt_tokens=usage.input_tokens,
+        completion_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+async def _events(
+    state: RuntimeState,
+    stream: AsyncIterator[str],
+    first: str,
+    usage: Usage,
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+        body: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    # A client disconnect cancels this generator; closing `stream` in `finally` then closes
+    # the upstream HTTP request to the provider.
+    try:
+        yield chunk({"role": "assistant", "content": first})
+        while True:
+            try:
+                piece = await state.next_within_timeout(stream)
+            except StopAsyncIteration:
+                break
+            except RuntimeFailure as failure:
+                error = {
+                    "error": {"type": failure.error_type, "message": state.redact(failure.message)}
+                }
+                yield f"data: {json.dumps(error)}\n\n"
+                break
+            if piece:
+                yield chunk({"content": piece})
+        yield chunk({}, finish="stop")
+        if include_usage:
+            body = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage(usage).model_dump(),
+            }
+            yield f"data: {json.dumps(body)}\n\n"
+        yield "data: [DONE]\n\n"
+        state.metrics.count_tokens(state.config.model.name, usage.input_tokens, usage.output_tokens)
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]

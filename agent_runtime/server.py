@@ -1,0 +1,47 @@
+"""Run the app under uvicorn: graceful shutdown, one log format, a non-zero exit if the agent
+cannot be built (so a pod crash-loops visibly instead of idling unready)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from .app import create_app
+from .config import AgentConfig
+from .errors import Redactor
+from .logs import configure_logging
+from .settings import RuntimeSettings, api_key_for
+
+
+def serve(config: AgentConfig, host: str, port: int) -> int:
+    settings = RuntimeSettings.from_environment()
+    configure_logging(
+        settings.log_format, Redactor([api_key_for(config.model), settings.auth_token])
+    )
+    failed: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(message: str) -> None:
+        failed.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(config, settings, on_fatal=on_fatal)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,  # keep our JSON formatter
+            access_log=False,
+            # SIGTERM: stop accepting, let in-flight requests finish within the grace period.
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+            timeout_keep_alive=30,
+        )
+    )
+    server.run()
+    if failed:
+        logging.getLogger("agent_runtime").error("exiting: %s", failed[0])
+        return 1
+    return 0

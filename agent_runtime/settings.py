@@ -1,0 +1,61 @@
+"""Runtime settings from the environment: limits, auth, logging. The agent itself is agent.yaml."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .config import API_KEY_ENV, ModelConfig
+
+# The variable each provider's own SDK reads, used when MODEL_API_KEY is unset (laptop use).
+PROVIDER_KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "openai-compatible": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "azure": "AZURE_OPENAI_API_KEY",
+    "ollama": "",
+}
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"aiagent: {name} must be an integer, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Read once at startup; see the README for each variable."""
+
+    auth_token: str = ""
+    max_body_bytes: int = 1024 * 1024
+    max_input_chars: int = 32_000
+    max_sessions: int = 10_000
+    max_session_messages: int = 40
+    log_format: str = "json"
+    dapr_http_port: int = 0
+    shutdown_grace_seconds: int = 25
+    cors_origins: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_environment(cls) -> RuntimeSettings:
+        return cls(
+            auth_token=os.environ.get("AIAGENT_AUTH_TOKEN", ""),
+            max_body_bytes=_int("AIAGENT_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_input_chars=_int("AIAGENT_MAX_INPUT_CHARS", cls.max_input_chars),
+            max_sessions=_int("AIAGENT_MAX_SESSIONS", cls.max_sessions),
+            max_session_messages=_int("AIAGENT_MAX_SESSION_MESSAGES", cls.max_session_messages),
+            log_format=os.environ.get("AIAGENT_LOG_FORMAT", cls.log_format),
+            dapr_http_port=_int("DAPR_HTTP_PORT", 0),
+            shutdown_grace_seconds=_int("AIAGENT_SHUTDOWN_GRACE_SECONDS", 25),
+        )
+
+
+def api_key_for(model: ModelConfig) -> str | None:
+    """MODEL_API_KEY (the operator sets it from the Secret), else the provider's usual variable."""
+    key = os.environ.get(API_KEY_ENV) or os.environ.get(
+        PROVIDER_KEY_ENV.get(model.provider, ""), ""
+    )
+    return key or None

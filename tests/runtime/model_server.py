@@ -1,0 +1,218 @@
+"""A deterministic OpenAI-compatible model server for the tests, on a real loopback socket.
+
+It stands in for the LLM provider (the one part no test may call for real) and answers like one:
+- plain answers: "Echo: <last user message> (turn N)" where N counts the user messages sent, so a
+  test can see whether history reached the model;
+- a tool call when the last user message starts with "calculate ": the model asks for the
+  `calculator` tool, then answers "The result is <tool output>." once the tool result comes back;
+- CrewAI's prompts, where the user's input follows "Current Task:";
+- model "slow-model": starts answering only after 30 s (for timeouts and disconnects);
+- model "unhurried-model": answers after 1.5 s (for graceful shutdown);
+- model "broken-model": a 401 whose message repeats the API key it got (for secret scrubbing).
+Streaming (`stream: true`) sends one SSE chunk per word, with usage at the end when asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+SLOW_SECONDS = 30.0
+UNHURRIED_SECONDS = 1.5
+
+
+@dataclass
+class Recorder:
+    """What the server saw, for assertions."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    authorization: list[str] = field(default_factory=list)
+    cancelled_streams: int = 0
+    completed_streams: int = 0
+
+
+def _words(messages: list[dict[str, Any]]) -> int:
+    return sum(len(str(m.get("content") or "").split()) for m in messages)
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def answer_for(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The assistant message this server answers with (content or a tool call)."""
+    users = [m for m in messages if m.get("role") == "user"]
+    last = messages[-1]
+    # CrewAI wraps the task (our user's input) in a prompt of its own.
+    crewai = bool(users) and "Current Task:" in _text(users[-1])
+    if last.get("role") == "tool":
+        return {"role": "assistant", "content": f"The result is {_text(last)}."}
+    question = _text(users[-1]) if users else ""
+    if crewai:
+        question = question.split("Current Task:", 1)[1].split("\n", 1)[0].strip()
+    if question.startswith("calculate "):
+        expression = question.removeprefix("calculate ").strip()
+        call = {
+            "id": f"call_{uuid.uuid4().hex[:8]}",
+            "type": "function",
+            "function": {"name": "calculator", "arguments": json.dumps({"expression": expression})},
+        }
+        return {"role": "assistant", "content": None, "tool_calls": [call]}
+    # CrewAI sees one user message per request; our adapter lists earlier turns in it.
+    turn = 1 + _text(users[-1]).count("\nUser: ") if crewai else len(users)
+    text = f"Echo: {question} (turn {turn})"
+    return {"role": "assistant", "content": text}
+
+
+def create_app(recorder: Recorder) -> Starlette:
+    async def completions(request: Request) -> Response:
+        body = await request.json()
+        recorder.requests.append(body)
+        recorder.authorization.append(request.headers.get("authorization", ""))
+        model = body.get("model", "")
+        messages = body.get("messages", [])
+        if "broken-model" in model:
+            key = request.headers.get("authorization", "").removeprefix("Bearer ")
+            error = {
+                "message": f"Incorrect API key provided: {key}",
+                "type": "invalid_request_error",
+            }
+            return JSONResponse({"error": error}, status_code=401)
+        if "slow-model" in model and not body.get("stream"):
+            await asyncio.sleep(SLOW_SECONDS)
+        if "unhurried-model" in model:
+            await asyncio.sleep(UNHURRIED_SECONDS)
+        message = answer_for(messages)
+        usage = {
+            "prompt_tokens": _words(messages),
+            "completion_tokens": len(str(message.get("content") or "").split()) or 1,
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        created = int(time.time())
+        if body.get("stream"):
+            return StreamingResponse(
+                _stream(recorder, model, message, usage, body, created),
+                media_type="text/event-stream",
+            )
+        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage,
+            }
+        )
+
+    async def models(_: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
+    )
+
+
+async def _stream(
+    recorder: Recorder,
+    model: str,
+    message: dict[str, Any],
+    usage: dict[str, int],
+    body: dict[str, Any],
+    created: int,
+) -> Any:
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+    }
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> str:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    try:
+        yield event({"role": "assistant", "content": ""})
+        if "slow-model" in model:
+            await asyncio.sleep(SLOW_SECONDS)
+        if message.get("tool_calls"):
+            call = message["tool_calls"][0]
+            yield event({"tool_calls": [{"index": 0, **call}]})
+            yield event({}, "tool_calls")
+        else:
+            for i, word in enumerate(str(message["content"]).split(" ")):
+                yield event({"content": word if i == 0 else f" {word}"})
+                await asyncio.sleep(0.005)
+            yield event({}, "stop")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
+        recorder.completed_streams += 1
+    except (asyncio.CancelledError, GeneratorExit):
+        recorder.cancelled_streams += 1  # the client (our runtime) hung up
+        raise
+
+
+class ModelServer:
+    """Runs the fake provider in a background thread; `base_url` ends in /v1."""
+
+    def __init__(self) -> None:
+        self.recorder = Recorder()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.recorder),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> ModelServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test model server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+if __name__ == "__main__":  # `python -m tests.runtime.model_server` for manual runs
+    server = ModelServer().start()
+    print(f"model server on {server.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
