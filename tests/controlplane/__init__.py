@@ -1,0 +1,1 @@
+"""A local Kubernetes control plane built from Go modules (see README.md in this directory)."""
