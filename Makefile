@@ -42,12 +42,15 @@ lint: venv
 crds: venv
 	$(PY) -m aiagent_operator.crd crds README.md
 
+# Re-resolve every pin at once (operator, runtime, frameworks, test tools) with a current pip,
+# whose resolver backtracks sensibly; see the header of requirements/dev.lock for the limits found.
 lock:
 	rm -rf /tmp/aiagent-lock && $(PYTHON) -m venv /tmp/aiagent-lock
+	/tmp/aiagent-lock/bin/pip install --quiet --upgrade pip
 	/tmp/aiagent-lock/bin/pip install --quiet '.[dev]' 'pydantic<2.13'
-	{ echo "# Pinned versions for 'make test' (pip install -c requirements/dev.lock -e '.[dev]')."; \
-	  echo "# Regenerate with 'make lock'. pydantic stays below 2.13 because crewai requires it."; \
-	  /tmp/aiagent-lock/bin/pip freeze --exclude aiagent-operator; } > requirements/dev.lock
+	{ sed -n '/^#/p' requirements/dev.lock; \
+	  /tmp/aiagent-lock/bin/pip freeze --exclude aiagent-operator; } > requirements/dev.lock.new
+	mv requirements/dev.lock.new requirements/dev.lock
 
 binaries:
 	tests/controlplane/build.sh

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
 
-from .adapters.base import ChatMessage, Usage
+from .adapters.base import ChatMessage, Role, Usage
 from .errors import RuntimeFailure
 from .routes import ERRORS, InvalidRequest, State, check_input_length
 from .schemas import (
@@ -25,8 +24,15 @@ from .schemas import (
     ChatCompletionUsage,
 )
 from .state import RuntimeState
+from .streaming import EventStreamResponse, StreamPump
 
 router = APIRouter()
+ROLES: dict[str, Role] = {
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+    "developer": "system",  # OpenAI's newer name for system instructions
+}
 
 
 def to_messages(request: ChatCompletionRequest) -> list[ChatMessage]:
@@ -34,8 +40,7 @@ def to_messages(request: ChatCompletionRequest) -> list[ChatMessage]:
     for message in request.messages:
         if message.role in ("tool", "function"):
             continue  # the agent runs its own tools; client-side tool results do not apply
-        role = "system" if message.role == "developer" else message.role
-        messages.append(ChatMessage(role=role, content=message.text()))
+        messages.append(ChatMessage(role=ROLES[message.role], content=message.text()))
     if not messages or messages[-1].role != "user":
         raise InvalidRequest("the last message must come from the user")
     return messages
@@ -57,22 +62,23 @@ async def chat_completions(body: ChatCompletionRequest, state: State) -> Any:
     model = state.config.name
     if body.stream:
         usage = Usage()
-        stream = adapter.stream(messages, usage)
+        stream = StreamPump(adapter.stream(messages, usage))
         try:
             # Wait for the first piece before answering 200, so a failing provider still
             # gets a proper 502/504 status instead of an error buried in the stream.
-            first = await state.next_within_timeout(stream)
+            first = await state.within_timeout(stream.next())
         except StopAsyncIteration:
             first = ""
         except RuntimeFailure as failure:
-            await stream.aclose()
+            await stream.close()
             raise state.safe(failure) from None
+        except BaseException:
+            await stream.close()
+            raise
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _events(state, stream, first, usage, completion_id, created, model, include_usage)
-        return StreamingResponse(
-            events,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return EventStreamResponse(
+            events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
     try:
         reply = await state.within_timeout(adapter.invoke(messages))
@@ -100,7 +106,7 @@ def _usage(usage: Usage) -> ChatCompletionUsage:
 
 async def _events(
     state: RuntimeState,
-    stream: AsyncIterator[str],
+    stream: StreamPump,
     first: str,
     usage: Usage,
     completion_id: str,
@@ -118,13 +124,13 @@ async def _events(
         }
         return f"data: {json.dumps(body)}\n\n"
 
-    # A client disconnect cancels this generator; closing `stream` in `finally` then closes
-    # the upstream HTTP request to the provider.
+    # A client disconnect cancels this generator; closing the pump in `finally` cancels the
+    # upstream call to the provider.
     try:
         yield chunk({"role": "assistant", "content": first})
         while True:
             try:
-                piece = await state.next_within_timeout(stream)
+                piece = await state.within_timeout(stream.next())
             except StopAsyncIteration:
                 break
             except RuntimeFailure as failure:
@@ -149,4 +155,4 @@ async def _events(
         yield "data: [DONE]\n\n"
         state.metrics.count_tokens(state.config.model.name, usage.input_tokens, usage.output_tokens)
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -43,10 +43,6 @@ class RuntimeState:
             raise ProviderTimeout(
                 f"the model provider did not answer within {seconds} s (model.timeoutSeconds)"
             ) from None
-
-    async def next_within_timeout(self, stream: AsyncIterator[T]) -> T:
-        """The stream's next item; StopAsyncIteration at its end; 504 if the provider stalls."""
-        return await self.within_timeout(anext(stream))
 
     def safe(self, failure: RuntimeFailure) -> RuntimeFailure:
         """The same failure with any secret scrubbed from its message."""

@@ -26,7 +26,8 @@ class LangChainAdapter:
 
     def __init__(self, config: AgentConfig, api_key: str | None) -> None:
         tools = builtin_tools(list(config.agent.tools), list(config.agent.http_allowed_hosts))
-        self._agent = create_agent(
+        # Any: the graph's overloads type `input` as its own state class; we pass plain dicts.
+        self._agent: Any = create_agent(
             model=langchain_chat_model(config.model, api_key),
             tools=[_tool(t) for t in tools],
             system_prompt=system_prompt(config),

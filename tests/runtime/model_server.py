@@ -6,7 +6,8 @@ It stands in for the LLM provider (the one part no test may call for real) and a
 - a tool call when the last user message starts with "calculate ": the model asks for the
   `calculator` tool, then answers "The result is <tool output>." once the tool result comes back;
 - CrewAI's prompts, where the user's input follows "Current Task:";
-- model "slow-model": starts answering only after 30 s (for timeouts and disconnects);
+- model "slow-model": answers only after 30 s; streaming, it sends one word, then stalls
+  (for timeouts and disconnects);
 - model "unhurried-model": answers after 1.5 s (for graceful shutdown);
 - model "broken-model": a 401 whose message repeats the API key it got (for secret scrubbing).
 Streaming (`stream: true`) sends one SSE chunk per word, with usage at the end when asked.
@@ -153,7 +154,8 @@ async def _stream(
 
     try:
         yield event({"role": "assistant", "content": ""})
-        if "slow-model" in model:
+        if "slow-model" in model:  # starts to answer, then stalls
+            yield event({"content": "Thinking..."})
             await asyncio.sleep(SLOW_SECONDS)
         if message.get("tool_calls"):
             call = message["tool_calls"][0]
