@@ -68,7 +68,7 @@ class DaprSessionStore:
         )
         self._max_messages = max_messages
         # Several agents may share one store: keep their keys apart.
-        self._prefix = f"{agent_name}||"
+        self._prefix = f"{agent_name}__"  # Dapr reserves "||" for its own key prefixes
 
     async def load(self, session_id: str) -> list[ChatMessage]:
         try:
