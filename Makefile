@@ -5,13 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-12)
 
-.PHONY: help venv test unit e2e lint crds lock demo cluster binaries clean
+.PHONY: help venv test unit runtime e2e lint crds lock demo cluster binaries bench clean
 
 help:
 	@echo "make demo     run the operator on a local control plane (or \$$KUBECONFIG) with the examples"
 	@echo "make test     lint, then every test (unit, e2e on a local control plane)"
 	@echo "make unit     unit tests only (seconds, no cluster)"
+	@echo "make runtime  agent runtime tests (a real uvicorn process, a local model server, daprd)"
 	@echo "make e2e      end-to-end tests only"
+	@echo "make bench    runtime benchmark (JSON): latency vs a bare FastAPI ceiling, cold start, RSS"
 	@echo "make crds     regenerate crds/ from the pydantic models"
 	@echo "make cluster  start a local control plane and keep it up (prints export KUBECONFIG=...)"
 	@echo "make lint     ruff and mypy"
@@ -26,13 +28,18 @@ $(STAMP): pyproject.toml requirements/dev.lock
 
 venv: $(STAMP)
 
-test: lint unit e2e
+# One pytest run over every suite, so its closing line counts every test.
+test: lint
+	$(PY) -m pytest tests/unit tests/runtime tests/e2e
 
 unit: venv
 	$(PY) -m pytest tests/unit
 
+runtime: venv
+	$(PY) -m pytest tests/runtime
+
 e2e: venv
-	@if [ -d tests/e2e ]; then $(PY) -m pytest tests/e2e; else echo "no e2e suite yet"; fi
+	$(PY) -m pytest tests/e2e
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -60,6 +67,9 @@ cluster: venv
 
 demo: venv
 	$(PY) -m hack.demo
+
+bench: venv
+	$(PY) -m bench.runtime
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

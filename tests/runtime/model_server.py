@@ -80,9 +80,11 @@ def answer_for(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "assistant", "content": text}
 
 
-def create_app(recorder: Recorder) -> Starlette:
+def create_app(recorder: Recorder, latency: float = 0.0) -> Starlette:
     async def completions(request: Request) -> Response:
         body = await request.json()
+        if latency:  # a provider's think time (benchmarks)
+            await asyncio.sleep(latency)
         recorder.requests.append(body)
         recorder.authorization.append(request.headers.get("authorization", ""))
         model = body.get("model", "")
@@ -178,13 +180,13 @@ async def _stream(
 class ModelServer:
     """Runs the fake provider in a background thread; `base_url` ends in /v1."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, latency_ms: float = 0) -> None:
         self.recorder = Recorder()
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind(("127.0.0.1", port))
             self.port = s.getsockname()[1]
         config = uvicorn.Config(
-            create_app(self.recorder),
+            create_app(self.recorder, latency_ms / 1000),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -211,8 +213,14 @@ class ModelServer:
         self._thread.join(timeout=10)
 
 
-if __name__ == "__main__":  # `python -m tests.runtime.model_server` for manual runs
-    server = ModelServer().start()
+if __name__ == "__main__":  # `python -m tests.runtime.model_server [--latency-ms N]`
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0, help="think time per answer")
+    args = parser.parse_args()
+    server = ModelServer(port=args.port, latency_ms=args.latency_ms).start()
     print(f"model server on {server.base_url}", flush=True)
     try:
         threading.Event().wait()
