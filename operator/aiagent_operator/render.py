@@ -165,6 +165,8 @@ def _env(agent: api.AIAgent) -> list[dict[str, Any]]:
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
+    # The root filesystem is read-only; frameworks (CrewAI) write caches under $HOME.
+    env.append({"name": "HOME", "value": "/tmp"})
     env += [var.to_wire() for var in agent.spec.env]
     return env
 
