@@ -1,7 +1,12 @@
 """Fixtures for the e2e suite: a real control plane, the CRDs, the operator, a namespace per test.
 
-By default the control plane is the local one built from Go modules (tests/controlplane). Set
-AIAGENT_E2E_KUBECONFIG to run the same tests against another cluster (kind, k3d, a real one).
+By default the control plane is the local one built from Go modules (tests/controlplane). Two
+switches run the same tests elsewhere:
+- AIAGENT_E2E_KUBECONFIG=path: an existing cluster (kind, k3d, Rancher Desktop, a real one); its
+  nodes must be able to pull the runtime image the operator is configured with.
+- AIAGENT_E2E_KIND=1: a fresh kind cluster through pytest-kind (`pip install pytest-kind`; needs
+  Docker), with the runtime image built from Dockerfile.agent and loaded into it. Not runnable on
+  machines without a container engine, such as the one this suite is developed on.
 """
 
 from __future__ import annotations
@@ -22,11 +27,35 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if given:
         yield Path(given)
         return
+    if os.environ.get("AIAGENT_E2E_KIND"):
+        yield from kind_cluster()
+        return
     from tests.controlplane.cluster import LocalControlPlane, build_binaries
 
     workdir = tmp_path_factory.mktemp("controlplane")
     with LocalControlPlane(build_binaries(), workdir=workdir) as control_plane:
         yield Path(control_plane.kubeconfig)
+
+
+KIND_IMAGE = "aiagent-operator/agent-runtime:e2e"
+
+
+def kind_cluster() -> Iterator[Path]:
+    import subprocess
+
+    from pytest_kind import KindCluster  # optional: only this mode needs it
+
+    subprocess.run(
+        ["docker", "build", "-f", "Dockerfile.agent", "-t", KIND_IMAGE, "."], cwd=REPO, check=True
+    )
+    cluster = KindCluster("aiagent-e2e")
+    cluster.create()
+    cluster.load_docker_image(KIND_IMAGE)
+    os.environ["AIAGENT_AGENT_IMAGE"] = KIND_IMAGE  # the operator processes inherit it
+    try:
+        yield Path(cluster.kubeconfig_path)
+    finally:
+        cluster.delete()
 
 
 @pytest.fixture(scope="session")
