@@ -6,25 +6,27 @@ import argparse
 import sys
 
 from . import __version__
-from .config import ConfigError, load_agent_config
+from .config import AgentConfig, ConfigError, load_agent_config
+
+
+class _BadConfig(Exception):
+    """Reported as one line on stderr, exit status 2."""
+
+
+def _load(args: argparse.Namespace) -> AgentConfig:
+    try:
+        return load_agent_config(args.file)
+    except ConfigError as exc:
+        raise _BadConfig(str(exc)) from None
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        config = load_agent_config(args.file)
-    except ConfigError as exc:
-        print(f"aiagent: {exc}", file=sys.stderr)
-        return 2
-    sys.stdout.write(config.to_yaml())
+    sys.stdout.write(_load(args).to_yaml())
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        config = load_agent_config(args.file)
-    except ConfigError as exc:
-        print(f"aiagent: {exc}", file=sys.stderr)
-        return 2
+    config = _load(args)
     from .server import serve  # FastAPI and uvicorn load only for `run`
 
     return serve(config, host=args.host, port=args.port)
@@ -52,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except _BadConfig as exc:
+        print(f"aiagent: {exc}", file=sys.stderr)
+        return 2
     return code
 
 
