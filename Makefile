@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | s
 help:
 	@echo "make demo     run the operator on a local control plane (or \$$KUBECONFIG) with the examples"
 	@echo "make test     lint, then every test (unit, e2e on a local control plane)"
-	@echo "make unit     unit tests only (seconds, no cluster)"
+	@echo "make unit     unit tests: models, render, chart, Dockerfiles (no cluster; ~3 min)"
 	@echo "make runtime  agent runtime tests (a real uvicorn process, a local model server, daprd)"
 	@echo "make e2e      end-to-end tests only"
 	@echo "make bench    runtime benchmark (JSON): latency vs a bare FastAPI ceiling, cold start, RSS"
@@ -48,6 +48,7 @@ lint: venv
 
 crds: venv
 	$(PY) -m aiagent_operator.crd crds README.md
+	cp crds/*.yaml charts/aiagent-operator/crds/  # the chart ships the same files
 
 # Re-resolve every pin at once (operator, runtime, frameworks, test tools) with a current pip,
 # whose resolver backtracks sensibly; see the header of requirements/dev.lock for the limits found.

@@ -35,6 +35,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
     kopf_settings.persistence.finalizer = f"{api.GROUP}/finalizer"
     # Events on the AIAgent only for what a person must act on, not every successful pass.
     kopf_settings.posting.level = logging.WARNING
+    kopf_settings.posting.loggers = True  # e.g. "Secret 'openai' ... not found" in describe
     kopf_settings.peering.name = settings.peering_name
     kopf_settings.peering.priority = settings.peering_priority
     kopf_settings.peering.standalone = settings.standalone

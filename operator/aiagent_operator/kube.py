@@ -42,6 +42,11 @@ class KubeError(Exception):
         return f"{self.status} {self.reason}: {self.message}"
 
     @property
+    def namespace_terminating(self) -> bool:
+        """Refused because the namespace is being deleted (nothing to repair there)."""
+        return self.status == 403 and "being terminated" in self.message
+
+    @property
     def is_permanent(self) -> bool:
         """Retrying cannot help: the request itself is wrong (bad field, refused by admission)."""
         return self.status in (400, 422)

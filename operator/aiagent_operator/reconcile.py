@@ -27,6 +27,7 @@ def reconcile_agent(agent: api.AIAgent, kube: Kube, settings: OperatorSettings) 
 
     Raises SecretNotReady (retry later) or ChildRefused (wait for a spec change).
     """
+    secret_problem = check_secret(kube, agent)
     children = render.render_children(agent, settings)
     deployment: dict[str, Any] | None = None
     try:
@@ -41,6 +42,13 @@ def reconcile_agent(agent: api.AIAgent, kube: Kube, settings: OperatorSettings) 
         write_status(kube, agent, failed_status(agent, "ChildRefused", message))
         raise ChildRefused(message) from exc
 
+    # The Deployment's watch events carry its status from here on. An apply that changed the
+    # spec returns a status the controller has not caught up with; writing it could land after
+    # a newer one from the watch and stick, so only a settled answer (or a Secret problem,
+    # which no Deployment event would report) is written here.
+    if secret_problem or _settled(deployment):
+        refresh_status(kube, agent, deployment, secret_problem, settings)
+
     wanted = {(c["apiVersion"], c["kind"]) for c in children}
     for api_version, kind in render.PRUNABLE:
         if (api_version, kind) not in wanted and kube.delete_if_controlled_by(
@@ -49,11 +57,15 @@ def reconcile_agent(agent: api.AIAgent, kube: Kube, settings: OperatorSettings) 
             logger.info(
                 "deleted %s %s/%s: no longer in the spec", kind, agent.namespace, agent.name
             )
-
-    secret_problem = check_secret(kube, agent)
-    refresh_status(kube, agent, deployment, secret_problem, settings)
     if secret_problem:
         raise SecretNotReady(secret_problem)
+
+
+def _settled(deployment: dict[str, Any] | None) -> bool:
+    if deployment is None:
+        return False
+    observed = (deployment.get("status") or {}).get("observedGeneration", 0)
+    return bool(observed >= deployment["metadata"].get("generation", 0))
 
 
 def check_secret(kube: Kube, agent: api.AIAgent) -> str | None:
@@ -119,7 +131,12 @@ def on_child_event(
             child["metadata"]["name"],
             "deleted" if event_type == "DELETED" else "changed outside the operator",
         )
-        child = kube.apply(desired)
+        try:
+            child = kube.apply(desired)
+        except KubeError as exc:
+            if exc.namespace_terminating:
+                return  # the whole namespace is going away, owner included
+            raise
     if is_deployment and event_type != "DELETED":
         refresh_status(kube, owner, child, check_secret(kube, owner), settings)
 

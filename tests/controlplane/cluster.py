@@ -414,6 +414,9 @@ class LocalControlPlane:
                 f"--tls-private-key-file={certs.server_key}",
                 f"--client-ca-file={certs.ca_cert}",
                 "--authorization-mode=Node,RBAC",
+                # As in most production clusters: setting blockOwnerDeletion needs the
+                # owner's finalizers permission, so the chart's RBAC is tested for it.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={certs.sa_pub}",
