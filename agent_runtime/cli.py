@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import __version__
-from .config import AgentConfig, ConfigError, load_agent_config
+from .config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_agent_config
 
 
 class _BadConfig(Exception):
@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", help="agent.yaml or an AIAgent manifest")
     check.set_defaults(func=_check)
     run = commands.add_parser("run", help="serve the agent over HTTP")
-    run.add_argument("file", help="agent.yaml or an AIAgent manifest")
+    run.add_argument(
+        "file",
+        nargs="?",
+        default=str(DEFAULT_CONFIG_PATH),
+        help=f"agent.yaml or an AIAgent manifest (default {DEFAULT_CONFIG_PATH})",
+    )
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     run.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     run.set_defaults(func=_run)

@@ -114,4 +114,7 @@ def builtin_tools(names: list[str], allowed_hosts: list[str]) -> list[ToolSpec]:
             "url",
         ),
     }
+    unknown = sorted(set(names) - catalogue.keys())
+    if unknown:
+        raise ValueError(f"unknown tools {unknown}; built-in tools are {sorted(catalogue)}")
     return [catalogue[name] for name in names]

@@ -1,10 +1,15 @@
-"""LangChain: `langchain.agents.create_agent` with the model, system prompt and built-in tools."""
+"""LangChain: `langchain.agents.create_agent` with the model, system prompt and built-in tools.
+
+A settings file (`agent.frameworkConfigPath`, from `spec.agent.configMapRef`) may replace the
+inline fields: `system_prompt` (text) and `tools` (built-in tool names).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
+import yaml
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.tools import StructuredTool
@@ -25,12 +30,17 @@ class LangChainAdapter:
     framework = "langchain"
 
     def __init__(self, config: AgentConfig, api_key: str | None) -> None:
-        tools = builtin_tools(list(config.agent.tools), list(config.agent.http_allowed_hosts))
+        settings: dict[str, Any] = {}
+        if config.agent.framework_config_path:
+            with open(config.agent.framework_config_path) as handle:
+                settings = yaml.safe_load(handle) or {}
+        tool_names = settings.get("tools", list(config.agent.tools))
+        tools = builtin_tools(tool_names, list(config.agent.http_allowed_hosts))
         # Any: the graph's overloads type `input` as its own state class; we pass plain dicts.
         self._agent: Any = create_agent(
             model=langchain_chat_model(config.model, api_key),
             tools=[_tool(t) for t in tools],
-            system_prompt=system_prompt(config),
+            system_prompt=settings.get("system_prompt") or system_prompt(config),
             name=config.name,
         )
 

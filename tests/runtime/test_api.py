@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import openai
+import yaml
 from a2a.client import A2ACardResolver
 
-from .conftest import API_KEY, Runtime
+from .conftest import API_KEY, Runtime, RuntimeFactory, agent_config
 from .model_server import ModelServer
 
 
@@ -156,3 +158,63 @@ def test_metrics_count_what_happened(runtime: Runtime) -> None:
     assert "aiagent_http_requests_in_flight" in after
     assert value(after, 'aiagent_errors_total{route="/v1/invoke",type="invalid_request"}') >= 1
     assert API_KEY not in after
+
+
+def test_framework_config_files(
+    runtime_factory: RuntimeFactory, model_server: ModelServer, tmp_path: Path
+) -> None:
+    """A full framework config (what spec.agent.configMapRef mounts) replaces the inline agent."""
+    crew = tmp_path / "crew.yaml"
+    crew.write_text(
+        yaml.safe_dump(
+            {
+                "agents": {
+                    "researcher": {
+                        "role": "Researcher",
+                        "goal": "Find facts",
+                        "backstory": "Curious.",
+                    },
+                    "writer": {"role": "Writer", "goal": "Write briefly", "backstory": "Concise."},
+                },
+                "tasks": {
+                    "research": {
+                        "description": "Research {input}",
+                        "expected_output": "Facts",
+                        "agent": "researcher",
+                    },
+                    "write": {
+                        "description": "Summarize {input}",
+                        "expected_output": "A summary",
+                        "agent": "writer",
+                    },
+                },
+            }
+        )
+    )
+    before = len(model_server.recorder.requests)
+    runtime = runtime_factory(
+        agent_config("crewai", model_server, agent={"frameworkConfigPath": str(crew)})
+    )
+    response = httpx.post(f"{runtime.base_url}/v1/invoke", json={"input": "tides"}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["output"].startswith("Echo: Summarize tides")  # the last task answers
+    prompts = [str(r["messages"]) for r in model_server.recorder.requests[before:]]
+    assert any("Research tides" in p for p in prompts) and any(
+        "Summarize tides" in p for p in prompts
+    )
+
+    settings = tmp_path / "langchain.yaml"
+    settings.write_text(
+        yaml.safe_dump({"system_prompt": "You are the settings-file agent.", "tools": []})
+    )
+    runtime = runtime_factory(
+        agent_config("langchain", model_server, agent={"frameworkConfigPath": str(settings)})
+    )
+    before = len(model_server.recorder.requests)
+    assert (
+        httpx.post(f"{runtime.base_url}/v1/invoke", json={"input": "hi"}, timeout=30).status_code
+        == 200
+    )
+    sent = model_server.recorder.requests[before]
+    assert sent["messages"][0] == {"role": "system", "content": "You are the settings-file agent."}
+    assert "tools" not in sent  # the file's empty tool list replaced the inline calculator
