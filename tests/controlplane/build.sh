@@ -19,7 +19,7 @@ MAX_JOBS=${CONTROLPLANE_BUILD_JOBS:-2}
 
 cache_key() {
     {
-        cat "$CONTROLPLANE_DIR/versions.env" "$CONTROLPLANE_DIR/build.sh" "$CONTROLPLANE_DIR/common.sh"
+        cat "$CONTROLPLANE_DIR/versions.env" "$CONTROLPLANE_DIR/build.sh" "$CONTROLPLANE_DIR/common.sh" "$CONTROLPLANE_DIR/../go-env.sh"
         cat "$CONTROLPLANE_DIR"/gomod/*/go.mod "$CONTROLPLANE_DIR"/gomod/*/go.sum "$CONTROLPLANE_DIR"/gomod/*/*.go
         go version
     } | sha256sum | cut -c1-12
