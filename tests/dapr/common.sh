@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by build.sh and gen-gomod.sh (sourced, not run): pin, cache root, Go environment.
 # Same cache root and Go caches as tests/controlplane, so the two share downloaded modules.
 
