@@ -5,17 +5,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-12)
 
-.PHONY: help venv test unit runtime e2e lint crds lock demo cluster binaries bench clean
+.PHONY: help venv host-deps test unit runtime e2e node lint crds lock demo cluster images binaries bench clean
 
 help:
 	@echo "make demo     run the operator on a local control plane (or \$$KUBECONFIG) with the examples"
 	@echo "make test     lint, then every test (unit, e2e on a local control plane)"
 	@echo "make unit     unit tests: models, render, chart, Dockerfiles (no cluster; ~3 min)"
 	@echo "make runtime  agent runtime tests (a real uvicorn process, a local model server, daprd)"
-	@echo "make e2e      end-to-end tests only"
+	@echo "make e2e      end-to-end tests on kwok's fake nodes"
+	@echo "make node     end-to-end tests on the real node (our images in real pods; Linux, root)"
+	@echo "make images   build (or reuse) the agent and operator images; prints times and sizes"
 	@echo "make bench    runtime benchmark (JSON): latency vs a bare FastAPI ceiling, cold start, RSS"
 	@echo "make crds     regenerate crds/ from the pydantic models"
-	@echo "make cluster  start a local control plane and keep it up (prints export KUBECONFIG=...)"
+	@echo "make cluster  start a local cluster and keep it up (prints export KUBECONFIG=...)"
+	@echo "make host-deps  the Debian packages the real node needs (as root; a no-op when present)"
 	@echo "make lint     ruff and mypy"
 	@echo "make lock     re-resolve requirements/dev.lock"
 
@@ -28,9 +31,22 @@ $(STAMP): pyproject.toml requirements/dev.lock
 
 venv: $(STAMP)
 
+# The real node's host tools, from Debian's packages. Installed only as root on Debian, and only
+# what is missing (a warm machine never runs apt-get); elsewhere the node suite says what lacks.
+HOST_PACKAGES := docker.io containerd runc debootstrap nftables iptables iproute2 conntrack \
+	containernetworking-plugins util-linux mount gcc libc6-dev
+host-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages for the real node:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "host-deps: not root on Debian; the real node needs: $(HOST_PACKAGES)"; fi
+
 # One pytest run over every suite, so its closing line counts every test.
-test: lint
-	$(PY) -m pytest tests/unit tests/runtime tests/e2e
+test: lint host-deps
+	$(PY) -m pytest tests/unit tests/runtime tests/e2e tests/node
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -40,6 +56,9 @@ runtime: venv
 
 e2e: venv
 	$(PY) -m pytest tests/e2e
+
+node: venv host-deps
+	$(PY) -m pytest tests/node
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -61,12 +80,15 @@ lock:
 	mv requirements/dev.lock.new requirements/dev.lock
 
 binaries:
-	tests/controlplane/build.sh
+	localcluster/build.sh
 
-cluster: venv
-	$(PY) -m tests.controlplane up
+images: venv host-deps
+	$(PY) -m localcluster images
 
-demo: venv
+cluster: venv host-deps
+	$(PY) -m localcluster up
+
+demo: venv host-deps
 	$(PY) -m hack.demo
 
 bench: venv

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.controlplane.cluster import free_port
+from localcluster.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "AIAGENT_LOG_FORMAT": "json", "MODEL_API_KEY": "sk-bench"}
@@ -170,7 +170,7 @@ def main() -> None:
                 [
                     sys.executable,
                     "-m",
-                    "tests.runtime.model_server",
+                    "localcluster.model_server",
                     "--port",
                     str(model_port),
                     "--latency-ms",

@@ -1,23 +1,35 @@
-"""`make demo`: the whole product in one command, on a local control plane (or $KUBECONFIG).
+"""`make demo`: the whole product in one command, on a local cluster (or $KUBECONFIG).
 
-Builds or reuses the Kubernetes binaries, starts a control plane with fake kwok nodes, installs
-the CRDs, runs the operator, applies every example, waits until each AIAgent is Ready, shows
-what the operator made, and scales one agent from 1 to 5 replicas while you watch.
+On a host that can run the real node (Linux, root), the demo builds or reuses our images, starts
+the local cluster with a real kubelet node beside the kwok nodes, a local OpenAI-compatible model
+server, the operator, and every example; then it asks an agent a question through its Service,
+scales one agent to 5 real replicas that all answer, and drives the autoscaled example up and back
+down with generated load on real CPU. Elsewhere it says why in one line and shows the same
+reconciliation on kwok's fake nodes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from tests.e2e.kube import EXAMPLES, REPO, Kubectl, OperatorProcess, load_example, wait_for
+import yaml
+
+from localcluster import LocalCluster
+from localcluster.kubectl import EXAMPLES, REPO, Kubectl, OperatorProcess, load_example, wait_for
+from localcluster.model_server import ModelServer
 
 NAMESPACE = "aiagent-demo"
+QUESTION = "What is 6 times 7?"
 
 
 def say(message: str) -> None:
@@ -25,38 +37,69 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[tuple[Path, bool]]:
-    """(kubeconfig, local): the user's cluster when KUBECONFIG names one, else a local one."""
+def cluster() -> Iterator[tuple[Path, LocalCluster | None]]:
+    """(kubeconfig, local cluster or None): the user's cluster when KUBECONFIG names one."""
     given = os.environ.get("KUBECONFIG")
     if given and Path(given).exists():
         say(f"using the cluster in KUBECONFIG={given}")
-        yield Path(given), False
+        yield Path(given), None
         return
-    from tests.controlplane.cluster import LocalControlPlane, build_binaries
-
-    say("building (or reusing) etcd, kube-apiserver, controller-manager, scheduler, kwok, helm")
-    bin_dir = build_binaries()
-    say(
-        "starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
-    )
+    local = LocalCluster(hpa_downscale_window="30s")
+    if local.real_node:
+        say(
+            "starting a local cluster with a real node: builds (or reuses) the Go binaries and our "
+            "images, then etcd, kube-apiserver, controller-manager, scheduler, kwok, containerd, "
+            "kubelet, kube-proxy, metrics-server"
+        )
+    else:
+        print(
+            f"\nno real node here: {local.skip_reason}; showing the operator on kwok's fake nodes"
+        )
     started = time.monotonic()
-    with LocalControlPlane(bin_dir) as control_plane:
-        print(f"    up in {time.monotonic() - started:.1f}s; KUBECONFIG={control_plane.kubeconfig}")
-        yield Path(control_plane.kubeconfig), True
+    with local:
+        print(f"    up in {time.monotonic() - started:.1f}s; KUBECONFIG={local.kubeconfig}")
+        yield Path(local.kubeconfig), local
 
 
 def show(kubectl: Kubectl, *args: str) -> None:
     print(kubectl.run(*args, namespace=NAMESPACE).stdout.rstrip(), flush=True)
 
 
+def invoke(url: str, text: str, timeout: float = 30) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{url}/v1/invoke",
+        data=json.dumps({"input": text}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def service_url(kubectl: Kubectl, name: str) -> str:
+    """The Service's ClusterIP and the port it exposes (not the container's)."""
+    svc = kubectl.get("service", name, NAMESPACE) or {}
+    return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+
+
+def pointed_at(manifest: dict[str, Any], model_url: str) -> dict[str, Any]:
+    """An example with its model served by the local model server (it speaks OpenAI's API)."""
+    model = manifest["spec"]["model"]
+    if model.get("provider") not in (None, "openai"):
+        model["provider"] = "openai-compatible"
+    model["baseURL"] = model_url
+    return manifest
+
+
 def main() -> int:
     with cluster() as (kubeconfig, local), tempfile.TemporaryDirectory() as tmp:
+        real = bool(local and local.real_node)
         kubectl = Kubectl(kubeconfig)
         say("installing the CRDs (kubectl apply -f crds/)")
         print(kubectl.run("apply", "-f", str(REPO / "crds")).stdout.rstrip())
         kubectl.run("wait", "--for=condition=Established", "crd/aiagents.aiagents.dev")
         kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        for secret in ("openai", "anthropic"):  # placeholders: nothing here calls a provider
+        for secret in ("openai", "anthropic"):  # placeholders: the local model server takes any
             kubectl.apply(
                 kubectl.run(
                     "create",
@@ -71,61 +114,149 @@ def main() -> int:
                 ).stdout,
                 namespace=NAMESPACE,
             )
+        model = None
+        if real:
+            assert local is not None
+            model = ModelServer(host=local.node_ip).start()
+            say(f"a local OpenAI-compatible model server at {model.base_url} (the only fake)")
 
         say("starting the operator (python -m aiagent_operator)")
         log = Path(tmp) / "operator.log"
         operator = OperatorProcess(kubeconfig, log, standalone="true", watch_namespaces=NAMESPACE)
         operator.start()
         try:
-            say("kubectl apply -f examples/")
+            say(
+                "kubectl apply -f examples/"
+                + (" (models pointed at the local server)" if real else "")
+            )
+            names = []
             for path in sorted(EXAMPLES.glob("*.yaml")):
-                # Local kwok nodes are tainted; on a real cluster the examples go in as they are.
-                manifest = load_example(path.name) if local else None
-                print(kubectl.apply(manifest or path.read_text(), namespace=NAMESPACE).rstrip())
+                if model is not None:
+                    manifest: dict[str, Any] | str = pointed_at(
+                        yaml.safe_load(path.read_text()), model.base_url
+                    )
+                    if manifest["metadata"]["name"] == "autoscaled-agent":
+                        # Small requests so the 2-core node fits many replicas.
+                        manifest["spec"]["resources"] = {
+                            "requests": {"cpu": "100m", "memory": "256Mi"}
+                        }
+                elif local is not None:  # kwok nodes are tainted; tolerate them
+                    manifest = load_example(path.name)
+                else:
+                    manifest = path.read_text()
+                names.append(yaml.safe_load(path.read_text())["metadata"]["name"])
+                print(kubectl.apply(manifest, namespace=NAMESPACE).rstrip())
 
-            say("waiting until every AIAgent is Ready")
-            for path in sorted(EXAMPLES.glob("*.yaml")):
-                name = load_example(path.name)["metadata"]["name"]
-                wait_for(
-                    f"{name} Ready",
-                    lambda n=name: (
-                        (a := kubectl.get("aiagent", n, NAMESPACE))
-                        and a.get("status", {}).get("phase") == "Ready"
-                    ),
-                    timeout=180,
-                )
+            say(
+                "waiting until every AIAgent is Ready"
+                + (" (real pods: image, probes)" if real else "")
+            )
+            for name in names:
+                wait_for(f"{name} Ready", lambda n=name: _ready(kubectl, n)[1] == "Ready", 300)
             show(kubectl, "get", "aiagents,deploy,svc,hpa")
-
-            say("scaling support-bot: kubectl scale aiagent support-bot --replicas=5")
-            kubectl.run("scale", "aiagent", "support-bot", "--replicas=1", namespace=NAMESPACE)
-            wait_for("1 replica", lambda: _ready(kubectl, "support-bot") == (1, "Ready"), 90)
-            show(kubectl, "get", "aiagent", "support-bot")
-            kubectl.run("scale", "aiagent", "support-bot", "--replicas=5", namespace=NAMESPACE)
-            seen: set[tuple[int, str]] = set()
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                state = _ready(kubectl, "support-bot")
-                if state not in seen:
-                    seen.add(state)
-                    show(kubectl, "get", "aiagent", "support-bot", "--no-headers")
-                if state == (5, "Ready"):
-                    break
-                time.sleep(0.3)
-            else:
-                print(
-                    "support-bot did not reach 5 ready replicas; operator log:\n"
-                    + operator.log_tail()
-                )
-                return 1
-            show(kubectl, "get", "pods", "-l", "aiagents.dev/agent=support-bot")
+            if real:
+                show(kubectl, "get", "pods", "-o", "wide")
+                ask_through_service(kubectl)
+            scale_to_five(kubectl, operator, real)
+            if real:
+                autoscale(kubectl)
         except AssertionError as exc:
             print(f"demo failed: {exc}\noperator log:\n{operator.log_tail()}", file=sys.stderr)
             show(kubectl, "get", "aiagents,deploy,pods", "-o", "wide")
             return 1
         finally:
             operator.stop()
-        say("done. `make cluster` keeps a control plane up; `make test` runs every test.")
+            if model is not None:
+                model.stop()
+        say("done. `make cluster` keeps a cluster up; `make test` runs every test.")
     return 0
+
+
+def ask_through_service(kubectl: Kubectl) -> None:
+    url = service_url(kubectl, "support-bot")
+    say(f"asking support-bot through its Service: POST {url}/v1/invoke {QUESTION!r}")
+    answer = invoke(url, QUESTION)
+    print(f"    answer: {answer['output']!r}")
+    print(f"    (session {answer['session_id']}, usage {answer['usage']})")
+
+
+def scale_to_five(kubectl: Kubectl, operator: OperatorProcess, real: bool) -> None:
+    say("scaling support-bot: kubectl scale aiagent support-bot --replicas=5")
+    kubectl.run("scale", "aiagent", "support-bot", "--replicas=5", namespace=NAMESPACE)
+    seen: set[tuple[int, str]] = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        state = _ready(kubectl, "support-bot")
+        if state not in seen:
+            seen.add(state)
+            show(kubectl, "get", "aiagent", "support-bot", "--no-headers")
+        if state == (5, "Ready"):
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("support-bot did not reach 5 ready replicas")
+    show(kubectl, "get", "pods", "-l", "aiagents.dev/agent=support-bot", "-o", "wide")
+    if real:
+        say("each of the 5 runtime processes answers on its own pod IP")
+        for pod in kubectl.list("pods", NAMESPACE, "aiagents.dev/agent=support-bot"):
+            ip = pod["status"]["podIP"]
+            answer = invoke(f"http://{ip}:8080", f"hello {pod['metadata']['name']}")
+            print(f"    {pod['metadata']['name']} ({ip}): {answer['output']!r}")
+
+
+def autoscale(kubectl: Kubectl) -> None:
+    name = "autoscaled-agent"
+    url = service_url(kubectl, name)
+    say(f"generating load on {name} through its Service ({url}); the HPA reads real CPU")
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                invoke(url, "triage: my invoice is wrong", timeout=10)
+
+    workers = [threading.Thread(target=hammer, daemon=True) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    started = time.monotonic()
+    try:
+        peak = _watch_hpa(kubectl, name, until=lambda r: r >= 3, timeout=240)
+        print(f"    scaled 1 -> {peak} in {time.monotonic() - started:.0f}s")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=15)
+    say("load stopped; the HPA scales back down (stabilization window shortened to 30s here)")
+    started = time.monotonic()
+    _watch_hpa(kubectl, name, until=lambda r: r == 1, timeout=300)
+    print(f"    back to 1 replica in {time.monotonic() - started:.0f}s")
+    show(kubectl, "get", "aiagent", name)
+
+
+def _watch_hpa(kubectl: Kubectl, name: str, until: Any, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    last = ""
+    peak = 0
+    while time.monotonic() < deadline:
+        hpa = kubectl.get("hpa", name, NAMESPACE) or {}
+        status = hpa.get("status", {})
+        replicas = int(status.get("currentReplicas", 0))
+        cpu = next(
+            (
+                m.get("containerResource", m.get("resource", {})).get("current", {})
+                for m in status.get("currentMetrics") or []
+            ),
+            {},
+        )
+        line = f"    hpa: cpu {cpu.get('averageUtilization', '?')}%/70%, replicas {replicas}"
+        if line != last:
+            print(line, flush=True)
+            last = line
+        peak = max(peak, replicas)
+        if replicas and until(replicas):
+            return peak
+        time.sleep(2)
+    raise AssertionError(f"the HPA of {name} did not get there in {timeout:.0f}s ({last.strip()})")
 
 
 def _ready(kubectl: Kubectl, name: str) -> tuple[int, str]:

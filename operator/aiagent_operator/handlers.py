@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from . import api, reconcile
+from . import api, reconcile, render
 from .kube import Kube
 from .settings import OperatorSettings
 
@@ -93,3 +93,17 @@ for _resource in CHILD_RESOURCES:
     kopf.on.event(*_resource, when=controlled_by_aiagent, id=f"child-{_resource[-1]}")(
         _on_child_event
     )
+
+
+@kopf.on.event(
+    "v1",
+    "pods",
+    labels={render.MANAGED_BY_LABEL: render.FIELD_MANAGER, render.AGENT_LABEL: kopf.PRESENT},
+)
+def agent_pod_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A crash-looping or unpullable agent container shows on its AIAgent without waiting for the
+    Deployment's progress deadline."""
+    aiagents_by_name: kopf.Index[tuple[str, str], api.AIAgent] = kwargs["aiagents_by_name"]
+    name = body.metadata.get("labels", {}).get(render.AGENT_LABEL, "")
+    owner = next(iter(aiagents_by_name.get((namespace or "", name), [])), None)
+    reconcile.on_pod_event(dict(body), owner, memo.kube, memo.settings)

@@ -159,6 +159,14 @@ class Kube:
             raise
         return True
 
+    def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        answer = self.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)]
+        )
+        items: list[dict[str, Any]] = answer.get("items") or []
+        return items
+
     def patch_status(self, agent: api.AIAgent, status: dict[str, Any]) -> None:
         path = object_path(api.API_VERSION, api.KIND, agent.namespace, agent.name) + "/status"
         self.request(

@@ -9,7 +9,7 @@ from typing import Any
 from . import api, render
 from .kube import Kube, KubeError, is_controlled_by
 from .settings import OperatorSettings
-from .status import compute_status, failed_status, status_patch
+from .status import compute_status, failed_status, pod_problem, status_patch
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,41 @@ def refresh_status(
     secret_problem: str | None,
     settings: OperatorSettings,
 ) -> None:
+    pods = None
+    if deployment is not None and not _all_ready(deployment):
+        # Only then: the Deployment alone cannot tell a slow start from a crash loop.
+        pods = kube.list_pods(agent.namespace, render.selector_labels(agent))
     status = compute_status(
-        agent, deployment, secret_problem=secret_problem, cluster_domain=settings.cluster_domain
+        agent,
+        deployment,
+        secret_problem=secret_problem,
+        pods=pods,
+        cluster_domain=settings.cluster_domain,
     )
     write_status(kube, agent, status)
+
+
+def _all_ready(deployment: dict[str, Any]) -> bool:
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    return bool((deployment.get("status") or {}).get("readyReplicas", 0) >= wanted)
+
+
+def on_pod_event(
+    pod: dict[str, Any], owner: api.AIAgent | None, kube: Kube, settings: OperatorSettings
+) -> None:
+    """A pod of an agent got stuck (crash loop, image pull): report it on the agent at once.
+
+    Pods that are fine cost nothing here; their Deployment's events carry recovery."""
+    if owner is None or pod_problem([pod]) is None:
+        return
+    fresh = kube.get(api.API_VERSION, api.KIND, owner.namespace, owner.name)
+    if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+        return
+    owner = api.AIAgent.from_body(fresh)
+    deployment = kube.get("apps/v1", "Deployment", owner.namespace, owner.name)
+    if deployment is None or not is_controlled_by(deployment, owner.uid):
+        return
+    refresh_status(kube, owner, deployment, check_secret(kube, owner), settings)
 
 
 def write_status(kube: Kube, agent: api.AIAgent, status: api.AIAgentStatus) -> None:

@@ -28,6 +28,10 @@ FRAMEWORK_CONFIG_DIR = f"{CONFIG_DIR}/framework"
 RUNTIME_UID = 10001
 
 AGENT_LABEL = f"{api.GROUP}/agent"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# Kube-proxies take a moment to drop a terminating pod from a Service; the pod keeps serving
+# through it, so a rollout or scale-down loses no request (lifecycle.preStop.sleep: no binary).
+PRE_STOP_SLEEP_SECONDS = 5
 CONFIG_HASH_ANNOTATION = f"{api.GROUP}/config-hash"
 # The AIAgent generation the children were rendered from: status.observedGeneration reads it
 # back from the Deployment, so status never claims a generation whose children are not applied.
@@ -47,7 +51,7 @@ def common_labels(agent: api.AIAgent) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": agent.name,
         "app.kubernetes.io/component": "agent",
-        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        MANAGED_BY_LABEL: FIELD_MANAGER,
         **selector_labels(agent),
     }
 
@@ -201,6 +205,9 @@ def _container(agent: api.AIAgent, settings: OperatorSettings) -> dict[str, Any]
         "startupProbe": _probe("/healthz", period=2, failures=60),
         "readinessProbe": _probe("/readyz", period=5, failures=3),
         "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+        # A container that dies says why in its status (its last log lines), for the AIAgent.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -262,7 +269,8 @@ def render_pod_template(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "enableServiceLinks": False,  # the runtime reads its config file, not Service env vars
-        "terminationGracePeriodSeconds": 30,
+        # The preStop sleep, then the runtime's own drain (AIAGENT_SHUTDOWN_GRACE_SECONDS, 25).
+        "terminationGracePeriodSeconds": 30 + PRE_STOP_SLEEP_SECONDS,
     }
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name

@@ -28,8 +28,54 @@ def _deployment_condition(deployment: dict[str, Any], type_: str) -> dict[str, A
     return {}
 
 
+# Container states that do not fix themselves: the image, the config or the agent itself is wrong.
+STUCK_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) for the first of the agent's pods whose container is stuck, or None.
+
+    The message names the pod and says what happened last (exit code and the container's last
+    words, which the Deployment sets to come from its log when it fails), so a person can act.
+    """
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason", "")
+            if reason not in STUCK_REASONS:
+                continue
+            message = f"pod {pod['metadata']['name']}: container {container['name']} {reason}"
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            if last:
+                message += f" (exit code {last.get('exitCode')}"
+                message += f", restarted {container.get('restartCount', 0)} times)"
+                words = " ".join(str(last.get("message") or "").split())
+                if words:
+                    message += f": {words[-300:]}"
+            elif waiting.get("message"):
+                message += f": {waiting['message'][-300:]}"
+            return reason, message
+    return None
+
+
 def _assess(
-    agent: api.AIAgent, deployment: dict[str, Any] | None, secret_problem: str | None
+    agent: api.AIAgent,
+    deployment: dict[str, Any] | None,
+    secret_problem: str | None,
+    stuck: tuple[str, str] | None = None,
 ) -> tuple[api.Phase, bool, str, str]:
     """(phase, ready, reason, message) for the Ready condition.
 
@@ -71,6 +117,9 @@ def _assess(
         )
     if wanted == 0:
         return "Ready", True, "ScaledToZero", "scaled to zero replicas"
+    if stuck and ready < wanted:
+        # No replica serving is a failure; some serving while others crash is degraded.
+        return ("Failed" if ready == 0 else "Degraded"), False, stuck[0], stuck[1]
     if updated < wanted:
         return (
             "Progressing",
@@ -88,12 +137,15 @@ def compute_status(
     deployment: dict[str, Any] | None,
     *,
     secret_problem: str | None = None,
+    pods: list[dict[str, Any]] | None = None,
     cluster_domain: str = "cluster.local",
     now: str | None = None,
 ) -> api.AIAgentStatus:
-    """The status an AIAgent should show, given its Deployment (None: not there) and whether
-    its API key Secret is usable (`secret_problem` says why not)."""
-    phase, ready, reason, message = _assess(agent, deployment, secret_problem)
+    """The status an AIAgent should show, given its Deployment (None: not there), whether its
+    API key Secret is usable (`secret_problem` says why not), and its pods (read only while not
+    every replica is ready; a stuck container makes the agent Failed or Degraded)."""
+    stuck = pod_problem(pods) if pods else None
+    phase, ready, reason, message = _assess(agent, deployment, secret_problem, stuck)
     generation = _applied_generation(deployment)
     condition = api.Condition(
         type=READY,

@@ -16,7 +16,7 @@ set -euo pipefail
 
 cache_key() {
     {
-        cat "$DAPR_DIR/versions.env" "$DAPR_DIR/build.sh" "$DAPR_DIR/common.sh" "$DAPR_DIR/../go-env.sh"
+        cat "$DAPR_DIR/versions.env" "$DAPR_DIR/build.sh" "$DAPR_DIR/common.sh" "$DAPR_DIR/../../localcluster/go-env.sh"
         (cd "$DAPR_DIR/gomod" && find . -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' \) | LC_ALL=C sort | xargs cat)
         go version
     } | sha256sum | cut -c1-12

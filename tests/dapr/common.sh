@@ -6,6 +6,6 @@ DAPR_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 . "$DAPR_DIR/versions.env"
 
-# shellcheck source=../go-env.sh
-. "$DAPR_DIR/../go-env.sh"
+# shellcheck source=../../localcluster/go-env.sh
+. "$DAPR_DIR/../../localcluster/go-env.sh"
 

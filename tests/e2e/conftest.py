@@ -1,6 +1,7 @@
 """Fixtures for the e2e suite: a real control plane, the CRDs, the operator, a namespace per test.
 
-By default the control plane is the local one built from Go modules (tests/controlplane). Two
+By default the control plane is the local one built from Go modules (localcluster/), with kwok's
+fake nodes only (the real-node suite, tests/node, has its own cluster). Two
 switches run the same tests elsewhere:
 - AIAGENT_E2E_KUBECONFIG=path: an existing cluster (kind, k3d, Rancher Desktop, a real one); its
   nodes must be able to pull the runtime image the operator is configured with.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .kube import REPO, Kubectl, OperatorProcess, wait_for
+from localcluster.kubectl import REPO, Kubectl, OperatorProcess, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -30,11 +31,11 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.environ.get("AIAGENT_E2E_KIND"):
         yield from kind_cluster()
         return
-    from tests.controlplane.cluster import LocalControlPlane, build_binaries
+    from localcluster import LocalCluster
 
     workdir = tmp_path_factory.mktemp("controlplane")
-    with LocalControlPlane(build_binaries(), workdir=workdir) as control_plane:
-        yield Path(control_plane.kubeconfig)
+    with LocalCluster(workdir, real_node=False) as cluster:
+        yield Path(cluster.kubeconfig)
 
 
 KIND_IMAGE = "aiagent-operator/agent-runtime:e2e"

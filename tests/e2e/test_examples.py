@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from .kube import EXAMPLES, Kubectl, OperatorProcess, condition, load_example, wait_for
+from localcluster.kubectl import (
+    EXAMPLES,
+    Kubectl,
+    OperatorProcess,
+    condition,
+    load_example,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("operator", "api_key_secrets")
 

@@ -24,10 +24,17 @@ from typing import Any
 import pytest
 import yaml
 
+from localcluster.kubectl import (
+    KWOK_TOLERATION,
+    REPO,
+    Kubectl,
+    OperatorProcess,
+    load_example,
+    wait_for,
+)
 from tests.unit.test_argocd_health import FIXTURES, argocd_health
 
 from .conftest import create_api_key_secrets, create_namespace
-from .kube import KWOK_TOLERATION, REPO, Kubectl, OperatorProcess, load_example, wait_for
 
 CHART = REPO / "charts" / "aiagent-operator"
 RECORD = os.environ.get("AIAGENT_RECORD_FIXTURES") == "1"
@@ -37,7 +44,7 @@ FORBIDDEN = re.compile(r"403 Forbidden|APIForbiddenError|Code: 403|Not enough pe
 
 @functools.cache
 def helm_binary() -> str:
-    from tests.controlplane.cluster import build_binaries
+    from localcluster.binaries import build as build_binaries
 
     return str(build_binaries() / "helm")
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .kube import Kubectl, condition, load_example, wait_for
+from localcluster.kubectl import Kubectl, condition, load_example, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator", "api_key_secrets")
 

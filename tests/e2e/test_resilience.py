@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from localcluster.kubectl import Kubectl, OperatorProcess, load_example, wait_for
+
 from .conftest import create_api_key_secrets
-from .kube import Kubectl, OperatorProcess, load_example, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds")
 

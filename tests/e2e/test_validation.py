@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from .kube import Kubectl
+from localcluster.kubectl import Kubectl
 
 pytestmark = pytest.mark.usefixtures("crds")
 

@@ -10,8 +10,9 @@ import openai
 import yaml
 from a2a.client import A2ACardResolver
 
+from localcluster.model_server import ModelServer
+
 from .conftest import API_KEY, Runtime, RuntimeFactory, agent_config
-from .model_server import ModelServer
 
 
 def test_invoke(runtime: Runtime) -> None:

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from localcluster.model_server import ModelServer
 from tests.dapr.sidecar import STATE_STORE, DaprSidecar, build_daprd
 
 from .conftest import RuntimeFactory, agent_config
-from .model_server import ModelServer
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_in_process_memory_is_lost_on_restart(
 def test_dapr_outage_is_a_502_not_a_hang(
     runtime_factory: RuntimeFactory, model_server: ModelServer
 ) -> None:
-    from tests.controlplane.cluster import free_port
+    from localcluster.procs import free_port
 
     config = agent_config(
         "langchain", model_server, dapr={"enabled": True, "stateStore": STATE_STORE}

@@ -13,8 +13,9 @@ import httpx
 import pytest
 import yaml
 
+from localcluster.model_server import ModelServer
+
 from .conftest import API_KEY, Runtime, RuntimeFactory, agent_config
-from .model_server import ModelServer
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ NAMESPACED_GRANTS = {
 
 @functools.cache
 def helm_binary() -> str:
-    from tests.controlplane.cluster import build_binaries
+    from localcluster.binaries import build as build_binaries
 
     return str(build_binaries() / "helm")
 

@@ -37,3 +37,9 @@ def test_operator_uses_only_the_runtime_config() -> None:
 def test_frameworks_are_not_imported_at_module_level() -> None:
     for module in ("crewai", "langchain"):
         assert not {n for n in imports_of(REPO / "operator") if n.startswith(module)}
+
+
+def test_demo_and_local_cluster_never_import_tests() -> None:
+    """`make demo` is the product's main job: what it runs lives outside tests/."""
+    for folder in ("hack", "localcluster"):
+        assert not {n for n in imports_of(REPO / folder) if n.split(".")[0] == "tests"}, folder

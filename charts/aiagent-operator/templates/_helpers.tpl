@@ -77,6 +77,11 @@ The rules the operator needs in every namespace it serves; the same list feeds t
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, delete]
+# Agent pods: watched (and listed while an agent is not ready) to report crash loops and
+# image pull failures on the AIAgent.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
 # Only to check that the API key Secret exists and has its key; never listed or watched.
 - apiGroups: [""]
   resources: [secrets]

@@ -1,4 +1,4 @@
-"""A deterministic OpenAI-compatible model server for the tests, on a real loopback socket.
+"""A deterministic OpenAI-compatible model server for the tests and the demo, on a real socket.
 
 It stands in for the LLM provider (the one part no test may call for real) and answers like one:
 - plain answers: "Echo: <last user message> (turn N)" where N counts the user messages sent, so a
@@ -180,14 +180,16 @@ async def _stream(
 class ModelServer:
     """Runs the fake provider in a background thread; `base_url` ends in /v1."""
 
-    def __init__(self, port: int = 0, latency_ms: float = 0) -> None:
+    def __init__(self, port: int = 0, latency_ms: float = 0, host: str = "127.0.0.1") -> None:
+        """``host``: loopback for processes here; the real node's address for pods."""
         self.recorder = Recorder()
+        self.host = host
         with socket.socket() as s:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
             self.port = s.getsockname()[1]
         config = uvicorn.Config(
             create_app(self.recorder, latency_ms / 1000),
-            host="127.0.0.1",
+            host=host,
             port=self.port,
             log_level="warning",
             lifespan="off",
@@ -197,7 +199,7 @@ class ModelServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{self.host}:{self.port}/v1"
 
     def start(self) -> ModelServer:
         self._thread.start()
@@ -213,7 +215,7 @@ class ModelServer:
         self._thread.join(timeout=10)
 
 
-if __name__ == "__main__":  # `python -m tests.runtime.model_server [--latency-ms N]`
+if __name__ == "__main__":  # `python -m localcluster.model_server [--latency-ms N]`
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

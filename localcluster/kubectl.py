@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 T = TypeVar("T")
 
@@ -116,7 +116,7 @@ class OperatorProcess:
         self.liveness_port = 0
 
     def start(self) -> OperatorProcess:
-        from tests.controlplane.cluster import free_port
+        from localcluster.procs import free_port
 
         self.liveness_port = free_port()
         env = {

@@ -5,8 +5,8 @@ CONTROLPLANE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 . "$CONTROLPLANE_DIR/versions.env"
 
-# shellcheck source=../go-env.sh
-. "$CONTROLPLANE_DIR/../go-env.sh"
+# shellcheck source=go-env.sh
+. "$CONTROLPLANE_DIR/go-env.sh"
 
 # Staging modules (k8s.io/api, ...) are published as v0.MINOR.PATCH for Kubernetes v1.MINOR.PATCH.
 STAGING_VERSION="v0.${KUBERNETES_VERSION#v1.}"

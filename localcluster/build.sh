@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the local control plane's binaries (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok, helm) from Go modules into a cache directory outside the repo:
+# Builds the local cluster's binaries from Go modules into a cache directory outside the repo:
+# the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), the real
+# node's (kubelet, kube-proxy, metrics-server), helm, and BuildKit's Dockerfile frontend:
 #
 #   $CACHE_ROOT/bin/<kubernetes version>-<hash of pins, wrapper modules, this script, go version>/
 #
@@ -12,14 +13,15 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kwok helm
+    metrics-server dockerfile-frontend)
 # Two cores: each `go build` already compiles packages in parallel, so two jobs at once keeps the
 # cores busy through the single-threaded link steps without oversubscribing much.
 MAX_JOBS=${CONTROLPLANE_BUILD_JOBS:-2}
 
 cache_key() {
     {
-        cat "$CONTROLPLANE_DIR/versions.env" "$CONTROLPLANE_DIR/build.sh" "$CONTROLPLANE_DIR/common.sh" "$CONTROLPLANE_DIR/../go-env.sh"
+        cat "$CONTROLPLANE_DIR/versions.env" "$CONTROLPLANE_DIR/build.sh" "$CONTROLPLANE_DIR/common.sh" "$CONTROLPLANE_DIR/go-env.sh"
         cat "$CONTROLPLANE_DIR"/gomod/*/go.mod "$CONTROLPLANE_DIR"/gomod/*/go.sum "$CONTROLPLANE_DIR"/gomod/*/*.go
         go version
     } | sha256sum | cut -c1-12
@@ -66,6 +68,7 @@ mkdir -p "$STAGE"
 # Without these, the servers report v0.0.0-master, which helm's kubeVersion checks and version-skew
 # logic would reject.
 minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+K8S_COMMANDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 K8S_LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
 -X k8s.io/component-base/version.gitTreeState=clean"
@@ -76,10 +79,10 @@ job_kubernetes() {
     local out="$STAGE/kubernetes" b
     mkdir -p "$out"
     local pkgs=()
-    for b in kube-apiserver kube-controller-manager kube-scheduler; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-    # One `go build` for all three shares the compile work of the packages they have in common.
+    for b in $K8S_COMMANDS; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+    # One `go build` for all five shares the compile work of the packages they have in common.
     (cd "$CONTROLPLANE_DIR/gomod/kubernetes" && go build -trimpath -ldflags "$K8S_LDFLAGS" -o "$out/" "${pkgs[@]}")
-    for b in kube-apiserver kube-controller-manager kube-scheduler; do mv -f "$out/$b" "$BIN_DIR/$b"; done
+    for b in $K8S_COMMANDS; do mv -f "$out/$b" "$BIN_DIR/$b"; done
 }
 job_etcd() {
     (cd "$CONTROLPLANE_DIR/gomod/etcd" && go build -trimpath -ldflags "-s -w" -o "$STAGE/etcd" .)
@@ -91,6 +94,19 @@ job_kwok() {
         -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
     mv -f "$STAGE/kwok/kwok" "$BIN_DIR/kwok"
 }
+job_metrics_server() {
+    mkdir -p "$STAGE/ms"
+    (cd "$STAGE" && GOBIN="$STAGE/ms" go install -trimpath \
+        -ldflags "-s -w -X sigs.k8s.io/metrics-server/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+        "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION")
+    mv -f "$STAGE/ms/metrics-server" "$BIN_DIR/metrics-server"
+}
+job_dockerfile_frontend() {
+    mkdir -p "$STAGE/df"
+    (cd "$STAGE" && GOBIN="$STAGE/df" go install -trimpath -ldflags "-s -w" \
+        "github.com/moby/buildkit/frontend/dockerfile/cmd/dockerfile-frontend@$BUILDKIT_VERSION")
+    mv -f "$STAGE/df/dockerfile-frontend" "$BIN_DIR/dockerfile-frontend"
+}
 job_helm() {
     mkdir -p "$STAGE/helm"
     (cd "$STAGE" && GOBIN="$STAGE/helm" go install -trimpath \
@@ -101,8 +117,10 @@ job_helm() {
 
 # Queue only what is missing; the Kubernetes job (by far the longest) goes first.
 QUEUE=()
-case " $TODO " in *" kube-"*) QUEUE+=(kubernetes) ;; esac
-for b in etcd helm kwok; do case " $TODO " in *" $b "*) QUEUE+=("$b") ;; esac; done
+case " $TODO " in *" kube"*) QUEUE+=(kubernetes) ;; esac
+for b in etcd helm kwok metrics-server dockerfile-frontend; do
+    case " $TODO " in *" $b "*) QUEUE+=("${b//-/_}") ;; esac
+done
 
 declare -A PID_OF=() START_OF=()
 cleanup() {
@@ -116,7 +134,7 @@ trap 'echo "[build] interrupted" >&2; exit 130' INT TERM
 start_job() {
     local j=$1
     # Own session/process group per job so cleanup can stop `go` and its compilers in one kill.
-    setsid bash -c "$(declare -f "job_$j"); $(declare -p STAGE BIN_DIR CONTROLPLANE_DIR K8S_LDFLAGS KWOK_VERSION HELM_VERSION); set -euo pipefail; job_$j" \
+    setsid bash -c "$(declare -f "job_$j"); $(declare -p STAGE BIN_DIR CONTROLPLANE_DIR K8S_COMMANDS K8S_LDFLAGS KWOK_VERSION HELM_VERSION METRICS_SERVER_VERSION BUILDKIT_VERSION); set -euo pipefail; job_$j" \
         >"$BIN_DIR/.logs/$j.log" 2>&1 &
     PID_OF[$j]=$!
     START_OF[$j]=$SECONDS
@@ -161,7 +179,6 @@ if [ -n "$left" ]; then
     echo "[build] finished but still missing: $left" >&2
     exit 1
 fi
-printf 'KUBERNETES_VERSION=%s\nETCD_VERSION=%s\nKWOK_VERSION=%s\nHELM_VERSION=%s\nGO=%s\n' \
-    "$KUBERNETES_VERSION" "$ETCD_VERSION" "$KWOK_VERSION" "$HELM_VERSION" "$(go version)" >"$BIN_DIR/VERSIONS"
+{ cat "$CONTROLPLANE_DIR/versions.env"; echo "GO=$(go version)"; } >"$BIN_DIR/VERSIONS"
 echo "[build] all binaries ready in ${SECONDS}s" >&2
 echo "$BIN_DIR"

@@ -1,0 +1,337 @@
+"""The control plane of the local cluster: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, and kwok playing the kubelet for a few fake nodes.
+
+Runs the binaries ``build.sh`` compiles as child processes on free ports, with the certificates
+and an ``admin.kubeconfig`` of one run in its work directory. On its own it binds loopback; with a
+real node (``node_ip``) the apiserver binds the node's bridge address instead, so pods reach it
+through the ``kubernetes`` Service, and it gets what logs/exec/port-forward and the metrics API
+need (a kubelet client certificate, the front-proxy identity, aggregator routing).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .paths import HERE
+from .pki import Pki, cert_user, kubeconfig
+from .procs import ClusterError, Processes, free_port
+
+DEFAULT_STAGES = HERE / "kwok-stages.yaml"
+SERVICE_CIDR = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"
+POD_CIDR = "10.244.0.1/16"  # kwok hands out fake pod IPs from here; must not overlap SERVICE_CIDR
+FAKE_NODE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+FAKE_NODE_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+
+
+class LocalControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok.
+
+    Attributes set by ``start()``: ``server`` (https URL), ``kubeconfig`` (admin, system:masters),
+    ``pki``, ``log_dir`` (one ``<component>.log`` each), ``node_names`` (the fake nodes).
+    """
+
+    COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+    def __init__(
+        self,
+        bin_dir: Path,
+        workdir: Path,
+        nodes: int = 3,
+        *,
+        node_ip: str | None = None,
+        stages: Path = DEFAULT_STAGES,
+        startup_timeout: float = 90,
+        hpa_downscale_window: str | None = None,
+    ):
+        self.bin_dir = bin_dir
+        self.workdir = workdir
+        self.nodes = nodes
+        self.node_ip = node_ip
+        self.bind_ip = node_ip or "127.0.0.1"
+        self.stages = stages
+        self.startup_timeout = startup_timeout
+        self.hpa_downscale_window = hpa_downscale_window
+        self.log_dir = workdir / "logs"
+        self.kubeconfig = workdir / "admin.kubeconfig"
+        self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
+        self.server = ""
+        self.procs = Processes(self.log_dir)
+        self._ssl: ssl.SSLContext | None = None
+        self.pki: Pki
+
+    def start(self) -> None:
+        missing = [c for c in self.COMPONENTS if not (self.bin_dir / c).is_file()]
+        if missing:
+            raise ClusterError(f"missing binaries in {self.bin_dir}: {missing}; run build.sh")
+        # Every start is a fresh cluster, even in a reused workdir: old etcd data would carry
+        # objects and tokens signed by the previous run's keys.
+        shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        ips = ("127.0.0.1", KUBERNETES_SERVICE_IP) + ((self.node_ip,) if self.node_ip else ())
+        self.pki = pki = Pki(self.workdir / "pki", apiserver_ips=ips)
+        self._ssl = ssl.create_default_context(cafile=str(pki.ca_cert))
+        self._ssl.load_cert_chain(pki.admin_cert, pki.admin_key)
+
+        etcd_port, etcd_peer = free_port(), free_port()
+        api_port = free_port(self.bind_ip)
+        kcm_port, sched_port, kwok_port = free_port(), free_port(), free_port()
+        self.server = f"https://{self.bind_ip}:{api_port}"
+        self.kubeconfig.write_text(
+            kubeconfig(self.server, pki.ca_cert, cert_user(pki.admin_cert, pki.admin_key), "local")
+        )
+        self.kubeconfig.chmod(0o600)
+        kc = str(self.kubeconfig)
+        timeout = self.startup_timeout
+
+        etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{etcd_peer}"
+        self._spawn(
+            "etcd",
+            f"--data-dir={self.workdir / 'etcd'}",
+            "--name=default",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}",
+            # Test data is disposable: skipping fsync makes writes (and startup) much faster.
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        )
+        self.procs.wait(
+            "etcd",
+            lambda: self._get_json(f"{etcd_url}/health").get("health") == "true",
+            timeout=timeout,
+            log_of="etcd",
+        )
+
+        api_args = [
+            f"--etcd-servers={etcd_url}",
+            f"--bind-address={self.bind_ip}",
+            f"--advertise-address={self.bind_ip}",
+            f"--secure-port={api_port}",
+            f"--cert-dir={self.workdir / 'apiserver'}",
+            f"--tls-cert-file={pki.server_cert}",
+            f"--tls-private-key-file={pki.server_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=Node,RBAC",
+            # As in most production clusters: setting blockOwnerDeletion needs the
+            # owner's finalizers permission, so the chart's RBAC is tested for it.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement,NodeRestriction",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ]
+        if self.node_ip:
+            api_args += [
+                # The `kubernetes` Service's endpoint is this address: pods reach the apiserver.
+                "--endpoint-reconciler-type=lease",
+                # logs, exec, port-forward: the apiserver calls the kubelet by its InternalIP.
+                f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+                f"--kubelet-client-key={pki.kubelet_client_key}",
+                "--kubelet-preferred-address-types=InternalIP",
+                # The aggregator (metrics.k8s.io) forwards with the front-proxy identity, to the
+                # endpoint's address (no cluster DNS here).
+                f"--requestheader-client-ca-file={pki.front_proxy.cert_path}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_cert}",
+                f"--proxy-client-key-file={pki.front_proxy_key}",
+                "--enable-aggregator-routing=true",
+            ]
+        else:
+            # No kubelet serves the `kubernetes` Service's endpoints; don't reconcile them.
+            api_args.append("--endpoint-reconciler-type=none")
+        self._spawn("kube-apiserver", *api_args)
+        self.procs.wait(
+            "kube-apiserver",
+            lambda: self._get(f"{self.server}/readyz") == 200,
+            timeout=timeout,
+            log_of="kube-apiserver",
+        )
+
+        for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
+            # No --authentication/authorization-kubeconfig: /healthz, the only endpoint we call,
+            # is always allowed.
+            args = [
+                f"--kubeconfig={kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.workdir / name}",
+            ]
+            if name == "kube-controller-manager":
+                args += [
+                    "--controllers=*",
+                    f"--root-ca-file={pki.ca_cert}",
+                    f"--service-account-private-key-file={pki.sa_key}",
+                    "--use-service-account-credentials=true",
+                    f"--cluster-signing-cert-file={pki.ca_cert}",
+                    f"--cluster-signing-key-file={pki.ca_key}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                ]
+                if self.hpa_downscale_window:
+                    # Five minutes by default; the demo shortens it so a person sees the way down.
+                    args.append(
+                        f"--horizontal-pod-autoscaler-downscale-stabilization={self.hpa_downscale_window}"
+                    )
+            self._spawn(name, *args)
+        self._spawn(
+            "kwok",
+            f"--kubeconfig={kc}",
+            f"--config={self.stages}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--server-address=127.0.0.1:{kwok_port}",
+            f"--cidr={POD_CIDR}",
+            # The fake nodes' InternalIP (and pods' hostIP): loopback, where nothing answers.
+            "--node-ip=127.0.0.1",
+        )
+        insecure = ssl.create_default_context()  # kcm and scheduler serve self-signed certs
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+        for name, url, ctx in (
+            ("kube-controller-manager", f"https://127.0.0.1:{kcm_port}/healthz", insecure),
+            ("kube-scheduler", f"https://127.0.0.1:{sched_port}/healthz", insecure),
+            ("kwok", f"http://127.0.0.1:{kwok_port}/healthz", None),
+        ):
+            self.procs.wait(
+                name, lambda u=url, c=ctx: self._get(u, c) == 200, timeout=timeout, log_of=name
+            )
+
+        for name in self.node_names:
+            self.request("POST", "/api/v1/nodes", self._node_manifest(name))
+        self.procs.wait(
+            "fake nodes Ready and untainted",
+            self._nodes_schedulable,
+            timeout=timeout,
+            log_of="kwok",
+        )
+        # Pods can only be created once the namespace has its default ServiceAccount.
+        self.procs.wait(
+            "the default ServiceAccount",
+            lambda: (
+                self._get(f"{self.server}/api/v1/namespaces/default/serviceaccounts/default") == 200
+            ),
+            timeout=timeout,
+            log_of="kube-controller-manager",
+        )
+
+    def stop(self) -> None:
+        """Stop every component; clients first, then the apiserver, then its storage, so nothing
+        logs errors about a peer that vanished first and etcd is never killed under a writer."""
+        self.procs.stop("kwok", "kube-scheduler", "kube-controller-manager")
+        self.procs.stop("kube-apiserver")
+        self.procs.stop("etcd")
+
+    def _spawn(self, name: str, *args: str) -> None:
+        self.procs.spawn(name, [str(self.bin_dir / name), *args], cwd=self.workdir)
+
+    def _nodes_schedulable(self) -> bool:
+        items = self.request("GET", "/api/v1/nodes?labelSelector=type%3Dkwok")["items"]
+        return set(self.node_names) <= {n["metadata"]["name"] for n in items if schedulable(n)}
+
+    @staticmethod
+    def _node_manifest(name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "type": "kwok",
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "kubernetes.io/role": "agent",
+                },
+            },
+            "spec": {"taints": [FAKE_NODE_TAINT]},
+            "status": {"allocatable": FAKE_NODE_RESOURCES, "capacity": FAKE_NODE_RESOURCES},
+        }
+
+    # -- talking to the apiserver ---------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One admin call to the apiserver; returns the decoded JSON answer, raises HTTPError.
+
+        For PATCH pass e.g. content_type="application/merge-patch+json".
+        """
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"{self.server}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(req, context=self._ssl, timeout=10) as resp:
+            answer: dict[str, Any] = json.loads(resp.read() or b"{}")
+            return answer
+
+    def _get(self, url: str, context: ssl.SSLContext | None = None) -> int:
+        try:
+            with urllib.request.urlopen(url, context=context or self._ssl, timeout=2) as resp:
+                status: int = resp.status
+                return status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    @staticmethod
+    def _get_json(url: str) -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
+
+    def kubeconfig_for_service_account(
+        self, namespace: str, name: str, *, expiration_seconds: int = 86400
+    ) -> Path:
+        """Mint a token for an existing ServiceAccount (TokenRequest API) and write a kubeconfig.
+
+        The kubeconfig acts exactly as that ServiceAccount, so RBAC is what the tests exercise.
+        """
+        token = self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": expiration_seconds},
+            },
+        )["status"]["token"]
+        path = self.workdir / f"sa-{namespace}-{name}.kubeconfig"
+        path.write_text(
+            kubeconfig(self.server, self.pki.ca_cert, {"token": token}, f"{namespace}-{name}")
+        )
+        path.chmod(0o600)
+        return path
+
+
+def schedulable(node: dict[str, Any]) -> bool:
+    """Ready, and without the not-ready taint the node lifecycle controller lifts a few seconds
+    after Ready (until then the scheduler would leave pods Pending)."""
+    ready = any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in node.get("status", {}).get("conditions", [])
+    )
+    tainted = any(
+        t["key"] == "node.kubernetes.io/not-ready" for t in node.get("spec", {}).get("taints", [])
+    )
+    return ready and not tainted

@@ -1,0 +1,149 @@
+"""Every example on real pods: Ready, answering through its Service (our own client and the
+official `openai` one), running as the restricted profile says, logging JSON without the key."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from typing import Any
+
+import openai
+import pytest
+
+from localcluster.kubectl import EXAMPLES, Kubectl, wait_for
+from localcluster.model_server import ModelServer
+
+from .conftest import API_KEY, agent_pods, example, on_real_node, service_url, wait_ready
+
+
+def invoke(url: str, text: str, session: str | None = None, timeout: float = 30) -> dict[str, Any]:
+    body: dict[str, Any] = {"input": text}
+    if session:
+        body["session_id"] = session
+    request = urllib.request.Request(
+        f"{url}/v1/invoke", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_example_answers_through_its_service(
+    kubectl: Kubectl, namespace: str, model: ModelServer, path: Any
+) -> None:
+    manifest = example(path.name, model)
+    name = manifest["metadata"]["name"]
+    kubectl.apply(manifest, namespace=namespace)
+    agent = wait_ready(kubectl, namespace, name)
+    pods = agent_pods(kubectl, namespace, name)
+    assert pods and all(on_real_node(p) for p in pods), "the pods must run on the real node"
+    assert agent["status"]["readyReplicas"] == manifest["spec"].get("replicas", 1)
+
+    url = service_url(kubectl, namespace, name)
+    answer = invoke(url, "hello from the node suite")
+    assert "hello from the node suite" in answer["output"]  # the model saw it, through the pod
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+    completion = client.chat.completions.create(
+        model=manifest["spec"]["model"]["name"],
+        messages=[{"role": "user", "content": "and through the openai client"}],
+    )
+    assert "and through the openai client" in (completion.choices[0].message.content or "")
+
+
+@pytest.fixture
+def support_bot(kubectl: Kubectl, namespace: str, model: ModelServer) -> tuple[str, dict[str, Any]]:
+    manifest = example("support-bot.yaml", model, replicas=1)
+    kubectl.apply(manifest, namespace=namespace)
+    wait_ready(kubectl, namespace, "support-bot")
+    return namespace, agent_pods(kubectl, namespace, "support-bot")[0]
+
+
+PROC_STATUS = (
+    "import re; s = open('/proc/1/status').read(); "
+    "print(*(re.search(k + r':\\s+(\\S+)', s).group(1) "
+    "for k in ('Uid', 'Gid', 'CapEff', 'CapPrm', 'CapBnd', 'NoNewPrivs')))"
+)
+
+
+def exec_python(kubectl: Kubectl, namespace: str, pod: str, code: str) -> str:
+    return kubectl.run(
+        "exec", pod, "-c", "agent", "--", "python", "-c", code, namespace=namespace
+    ).stdout.strip()
+
+
+def test_pod_runs_restricted_as_seen_from_inside(
+    kubectl: Kubectl, support_bot: tuple[str, dict[str, Any]]
+) -> None:
+    namespace, pod = support_bot
+    name = pod["metadata"]["name"]
+    ids = exec_python(kubectl, namespace, name, "import os; print(os.getuid(), os.getgid())")
+    assert ids == "10001 10001"
+    # The kernel's own account of the runtime (PID 1): its user, no capabilities at all, and
+    # no way to gain privileges.
+    fields = exec_python(kubectl, namespace, name, PROC_STATUS).split()
+    assert fields == ["10001", "10001"] + ["0000000000000000"] * 3 + ["1"], fields
+    write = exec_python(
+        kubectl,
+        namespace,
+        name,
+        "import os\ntry:\n open('/usr/local/probe', 'w')\nexcept OSError as e: print(e.errno)\n",
+    )
+    assert write == "30", f"the root filesystem is writable (errno {write}, 30 is EROFS)"
+
+
+def test_logs_are_json_lines_without_the_api_key(
+    kubectl: Kubectl, support_bot: tuple[str, dict[str, Any]]
+) -> None:
+    namespace, pod = support_bot
+    invoke(service_url(kubectl, namespace, "support-bot"), f"please repeat {API_KEY[:6]}")
+    logs = kubectl.run("logs", pod["metadata"]["name"], "-c", "agent", namespace=namespace).stdout
+    lines = [line for line in logs.splitlines() if line.strip()]
+    assert lines, "the runtime logged nothing"
+    records = [json.loads(line) for line in lines]  # every line is a JSON object
+    assert all(isinstance(r, dict) for r in records)
+    assert any(r.get("path") == "/v1/invoke" and r.get("request_id") for r in records)
+    assert API_KEY not in logs
+
+
+def test_port_forward_reaches_the_agent(
+    kubectl: Kubectl, support_bot: tuple[str, dict[str, Any]]
+) -> None:
+    namespace, _ = support_bot
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    forward = subprocess.Popen(
+        [
+            kubectl.binary,
+            f"--kubeconfig={kubectl.kubeconfig}",
+            f"--namespace={namespace}",
+            "port-forward",
+            "service/support-bot",
+            f"{port}:80",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        answer = wait_for(
+            "an answer through kubectl port-forward",
+            lambda: _try_invoke(f"http://127.0.0.1:{port}", "via port-forward"),
+            timeout=30,
+        )
+        assert "via port-forward" in answer["output"]
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+
+
+def _try_invoke(url: str, text: str) -> dict[str, Any] | None:
+    try:
+        return invoke(url, text, timeout=5)
+    except OSError:
+        time.sleep(0.3)
+        return None
