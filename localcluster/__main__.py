@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             print(binaries.build())
             return 0
         if args.command == "images":
-            json.dump(images.build_all(binaries.build()), sys.stdout, indent=2)
+            json.dump(images.build_all(), sys.stdout, indent=2)
             print()
             return 0
         started = time.monotonic()

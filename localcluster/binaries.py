@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import os
 import subprocess
 from pathlib import Path
 
@@ -47,9 +49,50 @@ def versions() -> dict[str, str]:
     return pins
 
 
+def go(*args: str, env: dict[str, str] | None = None, timeout: float = 1800) -> str:
+    """`go` in the shared Go environment (go-env.sh: caches in CACHE_ROOT, no Go downloads)."""
+    result = subprocess.run(
+        ["bash", "-c", f'. "{HERE / "go-env.sh"}" && exec go "$@"', "go", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"go {' '.join(args)} failed:\n{result.stderr.strip()[-3000:]}")
+    return result.stdout
+
+
 def kubernetes_source() -> Path:
-    """The k8s.io/kubernetes module as build.sh downloaded it (pause.c lives in it)."""
-    path = CACHE_ROOT / "gomodcache" / f"k8s.io/kubernetes@{versions()['KUBERNETES_VERSION']}"
+    """The k8s.io/kubernetes module (pause.c lives in it), downloaded if build.sh has not yet."""
+    version = versions()["KUBERNETES_VERSION"]
+    path = CACHE_ROOT / "gomodcache" / f"k8s.io/kubernetes@{version}"
     if not path.is_dir():
-        raise ClusterError(f"{path} is missing: run localcluster/build.sh first")
+        go("mod", "download", f"k8s.io/kubernetes@{version}")
     return path
+
+
+def dockerfile_frontend() -> Path:
+    """BuildKit's Dockerfile frontend binary, built once per pinned version. Apart from build.sh
+    so image builds can run while the Kubernetes binaries compile."""
+    version = versions()["BUILDKIT_VERSION"]
+    directory = CACHE_ROOT / "bin" / f"dockerfile-frontend-{version}"
+    binary = directory / "dockerfile-frontend"
+    if binary.exists():
+        return binary
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            stage = directory / f".tmp.{os.getpid()}"
+            package = "github.com/moby/buildkit/frontend/dockerfile/cmd/dockerfile-frontend"
+            go(
+                "install",
+                "-trimpath",
+                "-ldflags=-s -w",
+                f"{package}@{version}",
+                env={**os.environ, "GOBIN": str(stage)},
+            )
+            (stage / "dockerfile-frontend").rename(binary)
+            stage.rmdir()
+    return binary

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local cluster's binaries from Go modules into a cache directory outside the repo:
 # the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), the real
-# node's (kubelet, kube-proxy, metrics-server), helm, and BuildKit's Dockerfile frontend:
+# node's (kubelet, kube-proxy, metrics-server) and helm. (BuildKit's Dockerfile frontend is built
+# by images.py, apart, so image builds need not wait for this.)
 #
 #   $CACHE_ROOT/bin/<kubernetes version>-<hash of pins, wrapper modules, this script, go version>/
 #
@@ -14,7 +15,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kwok helm
-    metrics-server dockerfile-frontend)
+    metrics-server)
 # Two cores: each `go build` already compiles packages in parallel, so two jobs at once keeps the
 # cores busy through the single-threaded link steps without oversubscribing much.
 MAX_JOBS=${CONTROLPLANE_BUILD_JOBS:-2}
@@ -101,12 +102,6 @@ job_metrics_server() {
         "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION")
     mv -f "$STAGE/ms/metrics-server" "$BIN_DIR/metrics-server"
 }
-job_dockerfile_frontend() {
-    mkdir -p "$STAGE/df"
-    (cd "$STAGE" && GOBIN="$STAGE/df" go install -trimpath -ldflags "-s -w" \
-        "github.com/moby/buildkit/frontend/dockerfile/cmd/dockerfile-frontend@$BUILDKIT_VERSION")
-    mv -f "$STAGE/df/dockerfile-frontend" "$BIN_DIR/dockerfile-frontend"
-}
 job_helm() {
     mkdir -p "$STAGE/helm"
     (cd "$STAGE" && GOBIN="$STAGE/helm" go install -trimpath \
@@ -118,7 +113,7 @@ job_helm() {
 # Queue only what is missing; the Kubernetes job (by far the longest) goes first.
 QUEUE=()
 case " $TODO " in *" kube"*) QUEUE+=(kubernetes) ;; esac
-for b in etcd helm kwok metrics-server dockerfile-frontend; do
+for b in etcd helm kwok metrics-server; do
     case " $TODO " in *" $b "*) QUEUE+=("${b//-/_}") ;; esac
 done
 
@@ -134,7 +129,7 @@ trap 'echo "[build] interrupted" >&2; exit 130' INT TERM
 start_job() {
     local j=$1
     # Own session/process group per job so cleanup can stop `go` and its compilers in one kill.
-    setsid bash -c "$(declare -f "job_$j"); $(declare -p STAGE BIN_DIR CONTROLPLANE_DIR K8S_COMMANDS K8S_LDFLAGS KWOK_VERSION HELM_VERSION METRICS_SERVER_VERSION BUILDKIT_VERSION); set -euo pipefail; job_$j" \
+    setsid bash -c "$(declare -f "job_$j"); $(declare -p STAGE BIN_DIR CONTROLPLANE_DIR K8S_COMMANDS K8S_LDFLAGS KWOK_VERSION HELM_VERSION METRICS_SERVER_VERSION); set -euo pipefail; job_$j" \
         >"$BIN_DIR/.logs/$j.log" 2>&1 &
     PID_OF[$j]=$!
     START_OF[$j]=$SECONDS

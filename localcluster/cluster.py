@@ -171,6 +171,8 @@ class LocalCluster:
         self._step("containerd", self.node.start_runtime, self.node.stop)
         self._step("images", self._load_images, None)
         self._step("control plane", self.control_plane.start, self.control_plane.stop)
+        watch = guard.ServiceWatch(self.control_plane)
+        self._step("guard's Service watch", watch.start, watch.stop)
         self._step("kubelet", self.node.start_kubelet, None)
         self._step("kube-proxy", self.node.start_kube_proxy, None)
         self.metrics = MetricsServer(
@@ -212,7 +214,7 @@ class LocalCluster:
 
     def _load_images(self) -> None:
         assert self.node is not None
-        self.image_report = images.prepare(self.node, self.bin_dir)
+        self.image_report = images.prepare(self.node)
 
     def _take_lock(self) -> None:
         LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import shutil
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,14 +201,13 @@ class LocalControlPlane:
         )
         insecure = ssl.create_default_context()  # kcm and scheduler serve self-signed certs
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
-        for name, url, ctx in (
+        checks: list[tuple[str, str, ssl.SSLContext | None]] = [
             ("kube-controller-manager", f"https://127.0.0.1:{kcm_port}/healthz", insecure),
             ("kube-scheduler", f"https://127.0.0.1:{sched_port}/healthz", insecure),
             ("kwok", f"http://127.0.0.1:{kwok_port}/healthz", None),
-        ):
-            self.procs.wait(
-                name, lambda u=url, c=ctx: self._get(u, c) == 200, timeout=timeout, log_of=name
-            )
+        ]
+        for name, url, ctx in checks:
+            self.procs.wait(name, self._healthy(url, ctx), timeout=timeout, log_of=name)
 
         for name in self.node_names:
             self.request("POST", "/api/v1/nodes", self._node_manifest(name))
@@ -285,6 +285,17 @@ class LocalControlPlane:
         with urllib.request.urlopen(req, context=self._ssl, timeout=10) as resp:
             answer: dict[str, Any] = json.loads(resp.read() or b"{}")
             return answer
+
+    def stream(self, path: str) -> Iterator[dict[str, Any]]:
+        """A watch: one decoded event per line, until the server ends it."""
+        req = urllib.request.Request(f"{self.server}{path}", headers={"Accept": "application/json"})
+        with urllib.request.urlopen(req, context=self._ssl, timeout=60) as resp:
+            for line in resp:
+                if line.strip():
+                    yield json.loads(line)
+
+    def _healthy(self, url: str, context: ssl.SSLContext | None) -> Callable[[], bool]:
+        return lambda: self._get(url, context) == 200
 
     def _get(self, url: str, context: ssl.SSLContext | None = None) -> int:
         try:

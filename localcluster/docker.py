@@ -10,6 +10,7 @@ network (``--network=host``), which is all pip needs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -54,6 +55,17 @@ def engine() -> Iterator[Docker]:
     reason = missing()
     if reason:
         raise ClusterError(reason)
+    (CACHE_ROOT / "docker").mkdir(parents=True, exist_ok=True)
+    with open(CACHE_ROOT / "docker" / ".lock", "w") as lock:
+        # One engine per data root: a second build (a prefetch, another terminal) waits, then
+        # finds everything in the layer cache.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with _engine() as docker:
+            yield docker
+
+
+@contextlib.contextmanager
+def _engine() -> Iterator[Docker]:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     sock = RUN_DIR / "docker.sock"
     procs = Processes(CACHE_ROOT / "docker" / "logs")

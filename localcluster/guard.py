@@ -6,7 +6,10 @@ the default route out of the machine. So, before any component starts, one nftab
 
 - ``output``/``forward``: a destination still in the service range after NAT (an untranslated
   ClusterIP) is rejected at once; a pod or node address is allowed only towards the node's
-  bridge or loopback. Forwarding is allowed only bridge to bridge (pods to pods and Services),
+  bridge or loopback. ``output-unallocated`` runs before kube-proxy (which silently drops
+  packets for unallocated ClusterIPs, so a client would hang until its timeout) and refuses them
+  at once; the set of allocated ClusterIPs it checks is kept current by ``ServiceWatch``.
+  Forwarding is allowed only bridge to bridge (pods to pods and Services),
   so pods reach nothing outside either.
 - ``postrouting``: the last hook before a wire; anything for these ranges on another interface is
   counted and dropped. The tests read that counter (``leaked()``): it must stay 0.
@@ -18,8 +21,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+from typing import TYPE_CHECKING, Any
 
 from .procs import ClusterError, run
+
+if TYPE_CHECKING:
+    from .controlplane import LocalControlPlane
 
 TABLE = "aiagent_guard"
 
@@ -32,6 +40,11 @@ def ruleset(bridge: str, service_cidr: str, private_cidrs: list[str]) -> str:
 table inet {TABLE} {{
     set services {{ type ipv4_addr; flags interval; elements = {{ {service_cidr} }} }}
     set cluster {{ type ipv4_addr; flags interval; elements = {{ {service_cidr}, {private} }} }}
+    set allocated {{ type ipv4_addr; }}
+    chain output-unallocated {{
+        type filter hook output priority -120; policy accept;
+        ip daddr @services ip daddr != @allocated counter reject
+    }}
     chain output {{
         type filter hook output priority filter; policy accept;
         ip daddr @services counter reject
@@ -69,6 +82,58 @@ def remove() -> None:
     run(["nft", "delete", "table", "inet", TABLE], check=False)
 
 
+def allocate(address: str) -> None:
+    run(["nft", "add", "element", "inet", TABLE, "allocated", f"{{ {address} }}"], check=False)
+
+
+def release(address: str) -> None:
+    run(["nft", "delete", "element", "inet", TABLE, "allocated", f"{{ {address} }}"], check=False)
+
+
+class ServiceWatch:
+    """Keeps the guard's set of allocated ClusterIPs equal to the cluster's Services (a watch)."""
+
+    def __init__(self, control_plane: LocalControlPlane):
+        self.cp = control_plane
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="guard-service-watch", daemon=True)
+        self._synced = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._synced.wait(30):
+            raise ClusterError("the egress guard could not list the cluster's Services")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                listed = self.cp.request("GET", "/api/v1/services")
+                for svc in listed["items"]:
+                    self._apply("ADDED", svc)
+                self._synced.set()
+                self._watch(listed["metadata"]["resourceVersion"])
+            except Exception:  # noqa: BLE001  the apiserver restarts or goes away: list again
+                self._stop.wait(1)
+
+    def _watch(self, version: str) -> None:
+        path = f"/api/v1/services?watch=1&timeoutSeconds=30&resourceVersion={version}"
+        for event in self.cp.stream(path):
+            if self._stop.is_set():
+                return
+            self._apply(event["type"], event["object"])
+
+    @staticmethod
+    def _apply(kind: str, svc: dict[str, Any]) -> None:
+        for address in (svc.get("spec") or {}).get("clusterIPs") or []:
+            if ":" in address or address == "None":
+                continue
+            (release if kind == "DELETED" else allocate)(address)
+
+
 def installed() -> bool:
     return run(["nft", "list", "table", "inet", TABLE], check=False).returncode == 0
 
@@ -89,7 +154,7 @@ def rejected() -> int:
     total = 0
     for item in json.loads(out)["nftables"]:
         rule = item.get("rule")
-        if rule and rule["chain"] in ("output", "forward"):
+        if rule and rule["chain"] in ("output-unallocated", "output", "forward"):
             for expr in rule["expr"]:
                 if "counter" in expr and isinstance(expr["counter"], dict):
                     total += expr["counter"].get("packets", 0)

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -183,10 +182,10 @@ def frontend_tag() -> str:
     return f"docker/dockerfile:{binaries.versions()['DOCKERFILE_SYNTAX']}"
 
 
-def build_frontend(docker: Docker, bin_dir: Path) -> str:
+def build_frontend(docker: Docker) -> str:
     """BuildKit's Dockerfile frontend as the image our `# syntax=` line names."""
     tag = frontend_tag()
-    binary = bin_dir / "dockerfile-frontend"
+    binary = binaries.dockerfile_frontend()
     wanted = f"aiagent.local/source={_key(binary.read_bytes())}"
     current = run(
         ["/usr/bin/docker", "image", "inspect", "--format", "{{json .Config.Labels}}", tag],
@@ -262,14 +261,14 @@ def build_products(
     return took
 
 
-def build_all(bin_dir: Path, products: tuple[Product, ...] = PRODUCTS) -> dict[str, object]:
+def build_all(products: tuple[Product, ...] = PRODUCTS) -> dict[str, object]:
     """Build (or reuse) every image; returns the timings and sizes, for `make images` to print."""
     from .docker import engine
 
     started = time.monotonic()
     with engine() as docker:
         base = build_base(docker)
-        build_frontend(docker, bin_dir)
+        build_frontend(docker)
         build_pause(docker)
         took = build_products(docker, base, products)
         sizes = {
@@ -284,14 +283,14 @@ def build_all(bin_dir: Path, products: tuple[Product, ...] = PRODUCTS) -> dict[s
     }
 
 
-def prepare(node: RealNode, bin_dir: Path) -> dict[str, object]:
+def prepare(node: RealNode) -> dict[str, object]:
     """Build (or reuse) every image and import into the node's containerd what it lacks."""
     from .docker import engine
 
     started = time.monotonic()
     with engine() as docker:
         base = build_base(docker)
-        build_frontend(docker, bin_dir)
+        build_frontend(docker)
         build_pause(docker)
         took = build_products(docker, base)
         imported = []
@@ -313,17 +312,3 @@ def _scratch() -> Path:
     path = CACHE_ROOT / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def main() -> int:
-    """`make images`: build every image and print what it took, as JSON."""
-    bin_dir = binaries.build()
-    report = build_all(bin_dir)
-    json.dump(report, sys.stdout, indent=2)
-    print()
-    return 0
-
-
-if __name__ == "__main__":
-    os.umask(0o022)
-    sys.exit(main())

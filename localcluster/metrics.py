@@ -43,6 +43,8 @@ class MetricsServer:
                 # The kubelet serves a self-signed certificate, as kubeadm's does by default.
                 "--kubelet-insecure-tls",
                 "--kubelet-preferred-address-types=InternalIP",
+                # The kubelet listens on a free port (the node status says which), not 10250.
+                "--kubelet-use-node-status-port",
                 f"--metric-resolution={resolution}",
                 # kwok's fake nodes have no kubelet to scrape.
                 f"--node-selector={NODE_LABEL}=true",

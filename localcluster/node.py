@@ -245,7 +245,7 @@ class RealNode:
         stamps.write_text(json.dumps(seen, indent=2))
 
     def images(self) -> list[str]:
-        return self.ctr("images", "list", "--quiet").stdout.split()
+        return list(self.ctr("images", "list", "--quiet").stdout.split())
 
     # -- rendered configs (pure) ----------------------------------------------------------------
 
@@ -258,6 +258,9 @@ class RealNode:
                     "type": "bridge",
                     "bridge": BRIDGE,
                     "isGateway": True,
+                    # Pods reach Services (and the apiserver) through the host; the egress
+                    # guard lets nothing through it to the outside.
+                    "isDefaultGateway": True,
                     # Pods must reach nothing outside the machine: no NAT to the default route.
                     "ipMasq": False,
                     # A pod calling its own Service is sent back to itself through the bridge.

@@ -28,6 +28,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+_LIBC: ctypes.CDLL | None
 try:  # loaded here, not in the forked child, where loading a library is not safe
     _LIBC = ctypes.CDLL(None, use_errno=True)
 except OSError:
@@ -47,7 +48,7 @@ def run(
     """Run a short command, capture its output; on failure raise ClusterError with its stderr."""
     if "input" not in kwargs:
         kwargs["stdin"] = subprocess.DEVNULL
-    result = subprocess.run(
+    result: subprocess.CompletedProcess[str] = subprocess.run(
         list(cmd),
         capture_output=True,
         text=True,

@@ -8,6 +8,7 @@ an error, not a skip, so CI can never pass by skipping it.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from localcluster import LocalCluster, hoststate, real_node_unavailable
 from localcluster.kubectl import EXAMPLES, Kubectl, OperatorProcess, wait_for
 from localcluster.model_server import ModelServer
 from localcluster.node import NODE_NAME
+from tests.conftest import wait_for_image_prefetch
 
 # A fake key with a shape nothing else has, so a test can look for it in logs.
 API_KEY = "sk-node-4e1f9b2a7c3d5e6f8091"
@@ -40,6 +42,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         if os.uname().sysname == "Linux" and os.geteuid() == 0:
             pytest.fail(f"this host should run the real node but: {reason}")
         pytest.skip(f"no real node: {reason}")
+    wait_for_image_prefetch()
     before = hoststate.snapshot()
     cluster = LocalCluster(
         tmp_path_factory.mktemp("node-cluster"), real_node=True, hpa_downscale_window="20s"
@@ -145,3 +148,10 @@ def agent_pods(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, An
 
 def on_real_node(pod: dict[str, Any]) -> bool:
     return bool(pod["spec"].get("nodeName") == NODE_NAME)
+
+
+def unallocated_cluster_ip(kubectl: Kubectl) -> str:
+    """An address of the service range that no Service has (kube-proxy knows nothing of it)."""
+    services = json.loads(kubectl.run("get", "services", "--all-namespaces", "-o", "json").stdout)
+    used = {s["spec"].get("clusterIP") for s in services["items"]}
+    return next(f"10.0.0.{i}" for i in range(250, 2, -1) if f"10.0.0.{i}" not in used)

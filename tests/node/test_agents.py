@@ -16,7 +16,15 @@ import pytest
 from localcluster.kubectl import EXAMPLES, Kubectl, wait_for
 from localcluster.model_server import ModelServer
 
-from .conftest import API_KEY, agent_pods, example, on_real_node, service_url, wait_ready
+from .conftest import (
+    API_KEY,
+    agent_pods,
+    example,
+    on_real_node,
+    service_url,
+    unallocated_cluster_ip,
+    wait_ready,
+)
 
 
 def invoke(url: str, text: str, session: str | None = None, timeout: float = 30) -> dict[str, Any]:
@@ -147,3 +155,45 @@ def _try_invoke(url: str, text: str) -> dict[str, Any] | None:
     except OSError:
         time.sleep(0.3)
         return None
+
+
+CONNECT = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.settimeout(3)\n"
+    "try:\n s.connect((sys.argv[1], int(sys.argv[2]))); print('connected')\n"
+    "except OSError as e: print(type(e).__name__)\n"
+)
+
+
+def test_pods_reach_services_but_nothing_outside(
+    kubectl: Kubectl, support_bot: tuple[str, dict[str, Any]]
+) -> None:
+    from localcluster import guard
+
+    namespace, pod = support_bot
+    name = pod["metadata"]["name"]
+
+    def connect(address: str, port: int) -> str:
+        return kubectl.run(
+            "exec",
+            name,
+            "-c",
+            "agent",
+            "--",
+            "python",
+            "-c",
+            CONNECT,
+            address,
+            str(port),
+            namespace=namespace,
+        ).stdout.strip()
+
+    assert connect("10.0.0.1", 443) == "connected"  # the apiserver, through its Service
+    # kube-proxy drops what pods send to an unallocated ClusterIP (before the guard could refuse
+    # it): the client waits for its timeout, and nothing leaves.
+    assert connect(unallocated_cluster_ip(kubectl), 80) in (
+        "ConnectionRefusedError",
+        "TimeoutError",
+    )
+    assert connect("10.244.3.7", 8080) == "ConnectionRefusedError"  # a kwok pod's fake address
+    assert guard.leaked() == 0

@@ -3,7 +3,6 @@ time per host (the lock)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from pathlib import Path
@@ -12,6 +11,8 @@ import pytest
 
 from localcluster import ClusterError, LocalCluster, guard
 from localcluster.kubectl import Kubectl
+
+from .conftest import unallocated_cluster_ip
 
 
 def connect(address: str, port: int) -> tuple[BaseException | None, float]:
@@ -28,9 +29,7 @@ def connect(address: str, port: int) -> tuple[BaseException | None, float]:
 def test_unallocated_cluster_ip_is_refused_at_once_and_nothing_leaves(
     cluster: LocalCluster, kubectl: Kubectl
 ) -> None:
-    services = json.loads(kubectl.run("get", "services", "--all-namespaces", "-o", "json").stdout)
-    used = {s["spec"].get("clusterIP") for s in services["items"]}
-    address = next(f"10.0.0.{i}" for i in range(250, 2, -1) if f"10.0.0.{i}" not in used)
+    address = unallocated_cluster_ip(kubectl)
     rejected = guard.rejected()
     error, took = connect(address, 8081)
     assert isinstance(error, ConnectionRefusedError), error

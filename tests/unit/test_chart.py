@@ -41,6 +41,8 @@ NAMESPACED_GRANTS = {
     },
     ("", "secrets", "get"),
     ("", "events", "create"),
+    # Agent pods, to report a crash loop or an image pull failure (tests/node proves it).
+    *{("", "pods", v) for v in ("list", "watch")},
 }
 
 

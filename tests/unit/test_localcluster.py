@@ -61,6 +61,7 @@ def test_kubelet_keeps_its_hands_off_the_host(real_node) -> None:  # type: ignor
 def test_cni_never_masquerades_pods_to_the_outside(real_node) -> None:  # type: ignore[no-untyped-def]
     bridge = real_node.cni_config()["plugins"][0]
     assert bridge["ipMasq"] is False and bridge["bridge"] == "aiagent0"
+    assert bridge["isDefaultGateway"] is True  # Services are routed through the host
     json.dumps(real_node.cni_config())  # valid JSON for libcni
 
 

@@ -178,3 +178,63 @@ def test_failed_status_keeps_observed_fields(agent_factory: AgentFactory) -> Non
 )
 def test_is_subset(desired: Any, actual: Any, expected: bool) -> None:
     assert is_subset(desired, actual) is expected
+
+
+def crashing_pod(name: str = "bot-7d9f-abcde", reason: str = "CrashLoopBackOff") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "agent",
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": reason, "message": "back-off 40s"}},
+                    "lastState": {
+                        "terminated": {
+                            "exitCode": 1,
+                            "message": "aiagent: cannot build the agent:\n"
+                            "  No module named 'crewai'",
+                        }
+                    },
+                }
+            ]
+        },
+    }
+
+
+def test_a_crash_looping_pod_fails_the_agent_with_what_it_said(agent_factory: AgentFactory) -> None:
+    status = compute_status(
+        agent_factory(), deployment(wanted=1, ready=0), pods=[crashing_pod()], now=NOW
+    )
+    assert status.phase == "Failed"
+    ready = status.conditions[0]
+    assert ready.reason == "CrashLoopBackOff"
+    assert ready.message == (
+        "pod bot-7d9f-abcde: container agent CrashLoopBackOff (exit code 1, restarted 3 times): "
+        "aiagent: cannot build the agent: No module named 'crewai'"
+    )
+
+
+def test_some_replicas_serving_while_one_crashes_is_degraded(agent_factory: AgentFactory) -> None:
+    status = compute_status(
+        agent_factory(), deployment(wanted=3, ready=2), pods=[crashing_pod()], now=NOW
+    )
+    assert (status.phase, status.conditions[0].reason) == ("Degraded", "CrashLoopBackOff")
+
+
+def test_pods_starting_normally_are_not_a_problem(agent_factory: AgentFactory) -> None:
+    starting = crashing_pod(reason="ContainerCreating")
+    status = compute_status(
+        agent_factory(), deployment(wanted=1, ready=0), pods=[starting], now=NOW
+    )
+    assert (status.phase, status.conditions[0].reason) == ("Progressing", "ReplicasNotReady")
+
+
+def test_an_unpullable_image_says_so(agent_factory: AgentFactory) -> None:
+    pod = crashing_pod(reason="ErrImageNeverPull")
+    pod["status"]["containerStatuses"][0]["lastState"] = {}
+    pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"] = "image not present"
+    status = compute_status(agent_factory(), deployment(wanted=1, ready=0), pods=[pod], now=NOW)
+    assert status.conditions[0].message == (
+        "pod bot-7d9f-abcde: container agent ErrImageNeverPull: image not present"
+    )
