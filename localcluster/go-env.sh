@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034  # sourced: the variables are used by the sourcing script
-# The Go build environment shared by tests/controlplane and tests/dapr (sourced, not run).
+# The Go build environment shared by localcluster/ and tests/dapr (sourced, not run).
 # Everything Go downloads or compiles lives under one cache root outside the repo, so a warm
 # machine rebuilds nothing, both builds share downloaded modules, and `rm -rf` of the root resets.
 
