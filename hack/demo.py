@@ -29,7 +29,7 @@ from localcluster.kubectl import EXAMPLES, REPO, Kubectl, OperatorProcess, load_
 from localcluster.model_server import ModelServer
 
 NAMESPACE = "aiagent-demo"
-QUESTION = "What is 6 times 7?"
+QUESTION = "calculate 6 * 7"  # the model server asks for the calculator tool, then answers
 
 
 def say(message: str) -> None:
