@@ -106,7 +106,6 @@ class RealNode:
         self.kubelet_dir = self.dir / "kubelet"
         self.kubelet_port = 0
         self._cni_state_existed = CNI_STATE.exists()
-        self._root_shared = False
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -135,7 +134,6 @@ class RealNode:
         # A shared mount: the kubelet's volume mounts, made in its own namespace, reach the host's
         # (and containerd's) view of this directory.
         run(["mount", "--bind", str(self.kubelet_dir), str(self.kubelet_dir)])
-        self._root_shared = True
         run(["mount", "--make-shared", str(self.kubelet_dir)])
         kubeconfig = self.cp.pki.kubeconfig(
             self.dir / "kubelet.kubeconfig",
@@ -207,19 +205,16 @@ class RealNode:
         self.procs.stop("containerd")
         self._kill_shims()
         self._kill_cgroup_processes()
+        # Everything below these dirs, the kubelet dir's own shared bind mount included.
         unmount_under(self.kubelet_dir, self.run_dir)
-        if self._root_shared:
-            unmount_under(self.kubelet_dir)
-            self._root_shared = False
         self._remove_cgroup_root()
         if not self._cni_state_existed:
             shutil.rmtree(CNI_STATE, ignore_errors=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
-        for directory in (RUN_ROOT,):
-            try:
-                directory.rmdir()
-            except OSError:
-                pass
+        try:
+            RUN_ROOT.rmdir()  # shared with the build engine's run dir: only when neither uses it
+        except OSError:
+            pass
 
     # -- images ---------------------------------------------------------------------------------
 
