@@ -36,6 +36,11 @@ def reconcile_agent(agent: api.AIAgent, kube: Kube, settings: OperatorSettings) 
             if child["kind"] == "Deployment":
                 deployment = applied
     except KubeError as exc:
+        if exc.namespace_terminating:
+            # Our view of the agent predates its namespace's deletion: the namespace controller
+            # removes the agent too, so there is nothing to build and nothing to report.
+            logger.info("%s/%s: namespace is being deleted", agent.namespace, agent.name)
+            return
         if not exc.is_permanent:
             raise
         message = f"{child['kind']} {child['metadata']['name']}: {exc.message}"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
 from pathlib import Path
 
+import kubernetes
 import pytest
+from kubernetes.client import Configuration
 
+from aiagent_operator import api, reconcile
+from aiagent_operator.kube import Kube
+from aiagent_operator.settings import OperatorSettings
 from localcluster.kubectl import Kubectl, OperatorProcess, load_example, wait_for
 
 from .conftest import create_api_key_secrets
@@ -119,3 +125,44 @@ def test_two_replicas_with_peering_only_one_acts(
     finally:
         high.stop()
         low.stop()
+
+
+def test_reconcile_in_a_namespace_being_deleted_is_quiet(
+    kubectl: Kubectl, kubeconfig: Path, isolated_namespace: str
+) -> None:
+    """An operator watching many namespaces can act on an agent whose namespace was deleted a
+    moment ago (its event predates the deletion). The API server then refuses every create; that
+    is no failure to retry or report, or each dying namespace would log tracebacks for a minute."""
+    ns = isolated_namespace
+    create_api_key_secrets(kubectl, ns)
+    kubectl.apply(load_example("support-bot.yaml"), namespace=ns)
+    stale = api.AIAgent.from_body(kubectl.get("aiagent", "support-bot", ns))
+    # A finalizer of ours holds the namespace in Terminating once its content is gone.
+    hold = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "hold", "finalizers": ["e2e.aiagents.dev/hold"]},
+    }
+    kubectl.apply(hold, namespace=ns)
+    kubectl.run("delete", "namespace", ns, "--wait=false")
+    try:
+        wait_for(
+            "the agent deleted with its namespace",
+            lambda: not kubectl.get("aiagent", "support-bot", ns),
+        )
+        configuration = Configuration()
+        kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=configuration)
+
+        reconcile.reconcile_agent(stale, Kube(configuration), OperatorSettings())
+
+        assert kubectl.get("deployment", "support-bot", ns) is None
+    finally:
+        kubectl.run(
+            "patch",
+            "configmap",
+            "hold",
+            "--type=merge",
+            "-p",
+            json.dumps({"metadata": {"finalizers": None}}),
+            namespace=ns,
+        )
