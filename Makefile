@@ -22,25 +22,29 @@ help:
 	@echo "make lint     ruff and mypy"
 	@echo "make lock     re-resolve requirements/dev.lock"
 
-# A virtualenv with pinned dependencies, rebuilt when pyproject.toml or the lock changes.
-$(STAMP): pyproject.toml requirements/dev.lock
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/dev.lock -e '.[dev]'
-	@rm -f $(VENV)/.installed-* && touch $@
+# A virtualenv with pinned dependencies, remade when pyproject.toml or the lock changes; the
+# dependencies themselves live in a shared venv in the user cache, made once per lock
+# (hack/venv.sh), so a fresh clone gets its .venv in seconds.
+$(STAMP): pyproject.toml requirements/dev.lock hack/venv.sh
+	PYTHON=$(PYTHON) bash hack/venv.sh
+	@touch $@
 
 venv: $(STAMP)
 
 # The real node's host tools, from Debian's packages. Installed only as root on Debian, and only
 # what is missing (a warm machine never runs apt-get); elsewhere the node suite says what lacks.
 HOST_PACKAGES := docker.io containerd runc debootstrap nftables iptables iproute2 conntrack \
-	containernetworking-plugins util-linux mount gcc libc6-dev
+	containernetworking-plugins util-linux mount gcc libc6-dev redis-server
+# policy-rc.d (exit 101) while installing: a package's service (redis-server's) must not start
+# on the host; the local cluster runs its own, bound to the node's address.
 host-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages for the real node:" $$missing; \
+	    own_policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then own_policy=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    rc=$$?; [ -n "$$own_policy" ] && rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ] || exit $$rc; \
 	  fi; \
 	else echo "host-deps: not root on Debian; the real node needs: $(HOST_PACKAGES)"; fi
 

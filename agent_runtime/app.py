@@ -13,11 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, chat, routes
+from . import __version__, chat, pubsub, routes
 from .adapters import AgentAdapter, build_adapter
 from .config import AgentConfig
+from .dapr import DaprPublisher
 from .errors import Redactor, RuntimeFailure
 from .logs import request_id
+from .metrics import Metrics
 from .middleware import RuntimeMiddleware
 from .sessions import DaprSessionStore, InMemorySessionStore, SessionStore
 from .settings import RuntimeSettings, api_key_for
@@ -28,7 +30,9 @@ logger = logging.getLogger("agent_runtime")
 AdapterFactory = Callable[[AgentConfig, str | None], AgentAdapter]
 
 
-def session_store(config: AgentConfig, settings: RuntimeSettings) -> SessionStore:
+def session_store(
+    config: AgentConfig, settings: RuntimeSettings, metrics: Metrics | None = None
+) -> SessionStore:
     """Dapr's state store when a sidecar and a store are configured; process memory otherwise."""
     if settings.dapr_http_port and config.dapr.state_store:
         return DaprSessionStore(
@@ -36,8 +40,24 @@ def session_store(config: AgentConfig, settings: RuntimeSettings) -> SessionStor
             config.dapr.state_store,
             settings.max_session_messages,
             config.name,
+            on_conflict=metrics.session_conflicts.inc if metrics else None,
         )
     return InMemorySessionStore(settings.max_sessions, settings.max_session_messages)
+
+
+def answers_pubsub(config: AgentConfig, settings: RuntimeSettings) -> bool:
+    """Whether the agent takes work from a topic: a subscription is configured and a sidecar
+    (DAPR_HTTP_PORT, set by Dapr) is there to deliver it."""
+    if not (config.dapr.pubsub and config.dapr.subscribe):
+        return False
+    if not settings.dapr_http_port:
+        logger.warning(
+            "dapr.subscribe is set but no Dapr sidecar is present (DAPR_HTTP_PORT): "
+            "not taking work from topic %s",
+            config.dapr.subscribe.topic,
+        )
+        return False
+    return True
 
 
 def create_app(
@@ -50,11 +70,15 @@ def create_app(
     """An app serving `config`'s agent. `on_fatal` is called if the agent cannot be built."""
     settings = settings or RuntimeSettings.from_environment()
     api_key = api_key_for(config.model)
+    metrics = Metrics()
+    with_pubsub = answers_pubsub(config, settings)
     state = RuntimeState(
         config=config,
         settings=settings,
-        sessions=session_store(config, settings),
-        redact=Redactor([api_key, settings.auth_token]),
+        sessions=session_store(config, settings, metrics),
+        redact=Redactor([api_key, settings.auth_token, settings.app_api_token]),
+        metrics=metrics,
+        publisher=DaprPublisher(settings.dapr_http_port) if with_pubsub else None,
     )
 
     async def build() -> None:
@@ -68,15 +92,20 @@ def create_app(
             if on_fatal:
                 on_fatal(state.build_error)
             return
+        finally:
+            state.built.set()
         state.build_seconds = time.perf_counter() - started
         logger.info(
-            "agent %s (%s, %s/%s) ready in %.2f s; sessions in %s",
+            "agent %s (%s, %s/%s) ready in %.2f s; sessions in %s%s",
             config.name,
             config.framework,
             config.model.provider,
             config.model.name,
             state.build_seconds,
             state.sessions.kind,
+            f"; answering {config.dapr.pubsub}/{config.dapr.subscribe.topic}"
+            if with_pubsub and config.dapr.subscribe
+            else "",
         )
 
     @asynccontextmanager
@@ -85,6 +114,8 @@ def create_app(
         yield
         task.cancel()
         await state.sessions.close()
+        if state.publisher is not None:
+            await state.publisher.close()
 
     app = FastAPI(
         title=f"{config.name} (aiagent runtime)",
@@ -95,11 +126,14 @@ def create_app(
     app.state.runtime = state
     app.include_router(routes.router)
     app.include_router(chat.router)
+    if with_pubsub:  # otherwise /dapr/subscribe is a 404, which Dapr reads as "no topics"
+        app.include_router(pubsub.router)
     app.add_middleware(
         RuntimeMiddleware,
         metrics=state.metrics,
         max_body_bytes=settings.max_body_bytes,
         auth_token=settings.auth_token,
+        app_api_token=settings.app_api_token,
     )
     _install_error_handlers(app, state)
     return app

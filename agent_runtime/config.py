@@ -153,12 +153,96 @@ class AgentSection(AgentFields):
     )
 
 
-class DaprSection(CamelModel):
-    """What the runtime needs to know about the Dapr sidecar beside it."""
+DEAD_LETTER_SUFFIX = "-dead"
+REPLY_SUFFIX = "-replies"
 
-    enabled: bool = False
-    state_store: str | None = Field(None, description="Dapr state store component for sessions.")
-    pubsub: str | None = Field(None, description="Dapr pub/sub component.")
+
+class DaprSubscription(CamelModel):
+    """Work taken from a Dapr pub/sub topic: each message is a question, answered on replyTopic."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.replyTopic) || self.replyTopic != self.topic",
+                    "dapr.subscribe.replyTopic must differ from topic "
+                    "(the agent would read its own answers as questions)",
+                    ".replyTopic",
+                ),
+                cel_rule(
+                    "!has(self.deadLetterTopic) || self.deadLetterTopic != self.topic",
+                    "dapr.subscribe.deadLetterTopic must differ from topic",
+                    ".deadLetterTopic",
+                ),
+            ]
+        }
+    )
+
+    topic: str = Field(
+        min_length=1,
+        max_length=249,
+        description='Topic the agent takes questions from; each message\'s data is {"input": '
+        '"...", "sessionId": optional, "correlationId": optional (default: the CloudEvent id)}.',
+    )
+    reply_topic: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        description='Topic the answers are published to, as {"correlationId", "sessionId", '
+        '"output", "agent", "usage"}. Default: <topic>-replies.',
+    )
+    dead_letter_topic: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        description="Topic Dapr moves a message to when it cannot be answered: bad input at "
+        "once, a failing provider after the retries. Default: <topic>-dead.",
+    )
+
+    @property
+    def replies(self) -> str:
+        """The reply topic in effect."""
+        return self.reply_topic or f"{self.topic}{REPLY_SUFFIX}"
+
+    @property
+    def dead_letter(self) -> str:
+        """The dead-letter topic in effect."""
+        return self.dead_letter_topic or f"{self.topic}{DEAD_LETTER_SUFFIX}"
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> DaprSubscription:
+        # Same rules as the CEL validations above, for agent.yaml files read outside a cluster.
+        if self.replies == self.topic:
+            raise ValueError("replyTopic must differ from topic (the agent would answer answers)")
+        if self.dead_letter == self.topic:
+            raise ValueError("deadLetterTopic must differ from topic")
+        return self
+
+
+class DaprSection(CamelModel):
+    """What the runtime needs to know about the Dapr sidecar beside it: component names only
+    (the operator, not the runtime, creates components from their full definitions)."""
+
+    enabled: bool = Field(False, description="A Dapr sidecar runs beside the agent.")
+    state_store: str | None = Field(
+        None,
+        max_length=253,
+        description="Name of the Dapr state store component that keeps conversation memory; "
+        "every replica with the same app id continues every session.",
+    )
+    pubsub: str | None = Field(
+        None, max_length=253, description="Name of the Dapr pub/sub component for subscribe."
+    )
+    subscribe: DaprSubscription | None = Field(
+        None,
+        description="Take work from a topic of dapr.pubsub and answer on another (needs pubsub).",
+    )
+
+    @model_validator(mode="after")
+    def _subscribe_needs_pubsub(self) -> DaprSection:
+        if self.subscribe is not None and not self.pubsub:
+            raise ValueError("subscribe needs pubsub, the component its topics live on")
+        return self
 
 
 class AgentConfig(CamelModel):
@@ -210,11 +294,29 @@ def agent_config_from_manifest(
             "agent": agent,
             "dapr": {
                 "enabled": dapr.get("enabled", True),
-                "stateStore": dapr.get("stateStore"),
-                "pubsub": dapr.get("pubsub"),
+                "stateStore": _component_name(dapr, "stateStore"),
+                "pubsub": _component_name(dapr, "pubsub"),
+                "subscribe": dapr.get("subscribe"),
             },
         }
     )
+
+
+def _component_name(dapr: dict[str, Any], field: str) -> str | None:
+    """`spec.dapr.<field>` as agent.yaml keeps it: the component's name.
+
+    The AIAgent spec gives a component as an object ({name, type, version, metadata}: the
+    operator creates it when `type` is set); a plain name is accepted too (hand-written files).
+    """
+    value = dapr.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"dapr.{field}: expected a component name or an object with a name")
+    name = value.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"dapr.{field}.name: a component needs a name")
+    return name
 
 
 def _first_error(err: ValidationError) -> str:
@@ -244,3 +346,5 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     except ValidationError as exc:
         prefix = "spec." if raw.get("kind") == "AIAgent" else ""
         raise ConfigError(f"{path}: {prefix}{_first_error(exc)}") from None
+    except ConfigError as exc:  # from the manifest's spec
+        raise ConfigError(f"{path}: spec.{exc}") from None

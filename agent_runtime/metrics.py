@@ -39,6 +39,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.pubsub_messages = Counter(
+            "aiagent_pubsub_messages",
+            "Pub/sub messages delivered by Dapr, by topic and the outcome the runtime answered: "
+            "success (answer published), drop (bad input: dead-lettered, never retried), "
+            "retry (a failure after the runtime's own attempts: Dapr retries or dead-letters).",
+            ["topic", "outcome"],
+            registry=self.registry,
+        )
+        self.session_conflicts = Counter(
+            "aiagent_session_conflicts",
+            "Session saves refused because another turn of the session was saved first "
+            "(each one is merged and saved again).",
+            registry=self.registry,
+        )
+
     def count_tokens(self, model: str, input_tokens: int, output_tokens: int) -> None:
         if input_tokens:
             self.tokens.labels(model, "in").inc(input_tokens)

@@ -22,6 +22,9 @@ logger = logging.getLogger("agent_runtime.access")
 
 # Reachable without the bearer token: the kubelet's probes carry no credentials.
 UNAUTHENTICATED_PATHS = {"/healthz", "/readyz"}
+# Called by the Dapr sidecar, which authenticates with its app API token (APP_API_TOKEN, sent
+# as the dapr-api-token header), never with a bearer token.
+DAPR_PATH_PREFIX = "/dapr/"
 
 
 def error_body(status: int, error_type: str, message: str) -> bytes:
@@ -31,12 +34,18 @@ def error_body(status: int, error_type: str, message: str) -> bytes:
 
 class RuntimeMiddleware:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, auth_token: str
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        auth_token: str,
+        app_api_token: str = "",
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.auth_token = auth_token.encode()
+        self.app_api_token = app_api_token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,12 +102,13 @@ class RuntimeMiddleware:
             request_id.reset(token)
 
     def _reject(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str, str] | None:
-        if self.auth_token and scope["path"] not in UNAUTHENTICATED_PATHS:
-            given = headers.get("authorization", "")
-            scheme, _, credential = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                credential.strip().encode(), self.auth_token
-            ):
+        path = scope["path"]
+        if self.app_api_token and path.startswith(DAPR_PATH_PREFIX):
+            sidecar = headers.get("dapr-api-token", "").encode()
+            if not (hmac.compare_digest(sidecar, self.app_api_token) or self._bearer_ok(headers)):
+                return 401, "unauthorized", "missing or wrong dapr-api-token"
+        elif self.auth_token and path not in UNAUTHENTICATED_PATHS:
+            if not self._bearer_ok(headers):
                 return 401, "unauthorized", "missing or wrong bearer token"
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
@@ -108,6 +118,14 @@ class RuntimeMiddleware:
                 f"request body is larger than {self.max_body_bytes} bytes",
             )
         return None
+
+    def _bearer_ok(self, headers: dict[str, str]) -> bool:
+        if not self.auth_token:
+            return False
+        scheme, _, credential = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credential.strip().encode(), self.auth_token
+        )
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes the limit (chunked uploads included)."""

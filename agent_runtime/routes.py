@@ -19,9 +19,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": description}
     for code, description in {
         401: "Missing or wrong bearer token (when AIAGENT_AUTH_TOKEN is set).",
+        409: "Other turns of the session kept changing it; this turn was not recorded.",
         413: "Request body too large.",
         422: "Invalid request.",
-        502: "The model provider failed.",
+        502: "The model provider (or the Dapr state store) failed.",
         503: "The agent is not built yet.",
         504: "The model provider did not answer in time.",
     }.items()
@@ -57,11 +58,12 @@ async def invoke(body: InvokeRequest, state: State) -> InvokeResponse:
     history = await state.sessions.load(session_id)
     question = ChatMessage(role="user", content=body.input)
     try:
-        reply = await state.within_timeout(adapter.invoke([*history, question]))
+        reply = await state.within_timeout(adapter.invoke([*history.messages, question]))
     except RuntimeFailure as failure:
         raise state.safe(failure) from None
     answer = ChatMessage(role="assistant", content=reply.output)
-    await state.sessions.save(session_id, [*history, question, answer])
+    # A turn of this session recorded meanwhile is kept: this one goes after it.
+    await state.sessions.append(session_id, history, [question, answer])
     usage = reply.usage
     state.metrics.count_tokens(state.config.model.name, usage.input_tokens, usage.output_tokens)
     return InvokeResponse(

@@ -17,7 +17,8 @@ from .settings import RuntimeSettings, api_key_for
 def serve(config: AgentConfig, host: str, port: int) -> int:
     settings = RuntimeSettings.from_environment()
     configure_logging(
-        settings.log_format, Redactor([api_key_for(config.model), settings.auth_token])
+        settings.log_format,
+        Redactor([api_key_for(config.model), settings.auth_token, settings.app_api_token]),
     )
     failed: list[str] = []
     server: uvicorn.Server | None = None

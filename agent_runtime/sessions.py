@@ -1,32 +1,72 @@
 """Conversation memory per session_id: bounded, in process by default, in Dapr when configured.
 
 In-process memory is lost when the process restarts; only the Dapr state store keeps it
-across restarts (and shares it between replicas).
+across restarts and shares it between replicas. A turn is recorded with `append`, on top of
+the history it was answered from if nothing changed since, else on top of the history as it is
+by then: two turns of one session that run at the same time (two requests, two replicas) both
+land, neither overwrites the other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections import OrderedDict
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 
 from .adapters.base import ChatMessage
 from .errors import RuntimeFailure
 
+# How many times a Dapr save is tried against a history that keeps changing under it. Each
+# failed try means another turn of the same session was recorded in between, so running out
+# takes that many concurrent writers on one conversation: contention, not an outage.
+SAVE_ATTEMPTS = 5
+SAVE_BACKOFF_SECONDS = 0.02
+
 
 class SessionStoreError(RuntimeFailure):
+    """The state store failed or could not be reached."""
+
     status_code = 502
     error_type = "session_store_error"
+
+
+class SessionConflict(RuntimeFailure):
+    """The session changed under every save attempt; nothing of this turn was recorded.
+
+    409, not 502: the store works, the conversation is contended, and sending the turn again
+    is safe because none of it was kept.
+    """
+
+    status_code = 409
+    error_type = "session_conflict"
+
+
+@dataclass(frozen=True)
+class History:
+    """A session as read: its messages and the store's version of them (Dapr's ETag; None for
+    a session not stored yet, and for process memory)."""
+
+    messages: list[ChatMessage] = field(default_factory=list)
+    version: str | None = None
 
 
 class SessionStore(Protocol):
     kind: str
 
-    async def load(self, session_id: str) -> list[ChatMessage]: ...
+    async def load(self, session_id: str) -> History:
+        """The conversation so far (no messages for a new session)."""
+        ...
 
-    async def save(self, session_id: str, messages: list[ChatMessage]) -> None: ...
+    async def append(self, session_id: str, read: History, new_messages: list[ChatMessage]) -> None:
+        """Record this turn's messages after `read` (what the turn was answered from) or, if
+        the session changed since, after whatever it holds by now."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -41,13 +81,16 @@ class InMemorySessionStore:
         self._max_sessions = max_sessions
         self._max_messages = max_messages
 
-    async def load(self, session_id: str) -> list[ChatMessage]:
+    async def load(self, session_id: str) -> History:
         messages = self._sessions.get(session_id, [])
         if session_id in self._sessions:
             self._sessions.move_to_end(session_id)
-        return list(messages)
+        return History(list(messages))
 
-    async def save(self, session_id: str, messages: list[ChatMessage]) -> None:
+    async def append(self, session_id: str, read: History, new_messages: list[ChatMessage]) -> None:
+        # No await between read and write: atomic on the event loop, and always on top of the
+        # session as it is now (the same outcome as a Dapr save after a conflict).
+        messages = [*self._sessions.get(session_id, []), *new_messages]
         self._sessions[session_id] = messages[-self._max_messages :]
         self._sessions.move_to_end(session_id)
         while len(self._sessions) > self._max_sessions:
@@ -58,38 +101,96 @@ class InMemorySessionStore:
 
 
 class DaprSessionStore:
-    """Conversations in a Dapr state store, through the sidecar's HTTP API."""
+    """Conversations in a Dapr state store, through the sidecar's HTTP API.
+
+    Saves are first-write-wins: each carries the ETag of the history it extends, and the store
+    refuses it (409) if another turn was saved since; the turn is then re-appended to the fresh
+    history and saved again. Dapr prefixes every key with the app id, so replicas sharing an
+    app id (and a store) share sessions.
+    """
 
     kind = "dapr"
 
-    def __init__(self, http_port: int, store: str, max_messages: int, agent_name: str) -> None:
+    def __init__(
+        self,
+        http_port: int,
+        store: str,
+        max_messages: int,
+        agent_name: str,
+        on_conflict: Callable[[], None] | None = None,
+    ) -> None:
         self._client = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{http_port}/v1.0/state/{store}", timeout=5.0
+            base_url=f"http://127.0.0.1:{http_port}/v1.0/state/{store}",
+            timeout=5.0,
         )
         self._max_messages = max_messages
         # Several agents may share one store: keep their keys apart.
         self._prefix = f"{agent_name}__"  # Dapr reserves "||" for its own key prefixes
+        self._on_conflict = on_conflict or (lambda: None)
 
-    async def load(self, session_id: str) -> list[ChatMessage]:
-        try:
-            response = await self._client.get(f"/{self._prefix}{session_id}")
-        except httpx.HTTPError as exc:
-            raise SessionStoreError(f"Dapr state store unreachable: {exc}") from None
-        if response.status_code == 204 or not response.content:
-            return []
-        if response.status_code != 200:
-            raise SessionStoreError(f"Dapr state store answered {response.status_code}")
-        return [ChatMessage(role=m["role"], content=m["content"]) for m in response.json()]
+    async def load(self, session_id: str) -> History:
+        return await self._get(self._key(session_id))
 
-    async def save(self, session_id: str, messages: list[ChatMessage]) -> None:
-        value = [{"role": m.role, "content": m.content} for m in messages[-self._max_messages :]]
-        body = [{"key": f"{self._prefix}{session_id}", "value": value}]
-        try:
-            response = await self._client.post("", content=json.dumps(body))
-        except httpx.HTTPError as exc:
-            raise SessionStoreError(f"Dapr state store unreachable: {exc}") from None
-        if response.status_code not in (200, 201, 204):
-            raise SessionStoreError(f"Dapr state store answered {response.status_code}")
+    async def append(self, session_id: str, read: History, new_messages: list[ChatMessage]) -> None:
+        key = self._key(session_id)
+        history = read
+        for attempt in range(1, SAVE_ATTEMPTS + 1):
+            if await self._save(key, [*history.messages, *new_messages], history.version):
+                return
+            self._on_conflict()
+            if attempt < SAVE_ATTEMPTS:
+                # Jitter, so writers that collided do not collide again in lockstep.
+                await asyncio.sleep(random.uniform(0, SAVE_BACKOFF_SECONDS * attempt))
+            history = await self._get(key)  # the fresh history, with its ETag
+        raise SessionConflict(
+            f"session {session_id} changed during each of {SAVE_ATTEMPTS} attempts to record "
+            "this turn (other turns of it running at the same time); nothing was recorded, "
+            "send it again"
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    def _key(self, session_id: str) -> str:
+        return f"{self._prefix}{session_id}"
+
+    async def _get(self, key: str) -> History:
+        try:
+            response = await self._client.get(f"/{key}", params={"consistency": "strong"})
+        except httpx.HTTPError as exc:
+            raise SessionStoreError(f"Dapr state store unreachable: {exc}") from None
+        if response.status_code == 204 or not response.content:
+            return History()
+        if response.status_code != 200:
+            raise SessionStoreError(f"Dapr state store answered {response.status_code}")
+        messages = [ChatMessage(role=m["role"], content=m["content"]) for m in response.json()]
+        return History(messages, response.headers.get("etag") or None)
+
+    async def _save(self, key: str, messages: list[ChatMessage], etag: str | None) -> bool:
+        """True once saved; False if the history changed since it was read (an ETag conflict)."""
+        item: dict[str, Any] = {
+            "key": key,
+            "value": [
+                {"role": m.role, "content": m.content} for m in messages[-self._max_messages :]
+            ],
+            "options": {"concurrency": "first-write", "consistency": "strong"},
+        }
+        if etag is not None:
+            item["etag"] = etag
+        try:
+            response = await self._client.post("", content=json.dumps([item]))
+        except httpx.HTTPError as exc:
+            raise SessionStoreError(f"Dapr state store unreachable: {exc}") from None
+        if response.status_code in (200, 201, 204):
+            return True
+        if response.status_code == 409:  # ETag mismatch (Dapr's ETagMismatch → 409)
+            return False
+        if etag is None:
+            # A first save of a new session that another turn created meanwhile: the in-memory
+            # store says 409, but Redis says 500 ("failed to set key") for first-write without
+            # an ETag. The key existing now tells the conflict apart from a failure.
+            if (await self._get(key)).version is not None:
+                return False
+        raise SessionStoreError(
+            f"Dapr state store answered {response.status_code}: {response.text[:200]}"
+        )

@@ -36,6 +36,9 @@ class RuntimeSettings:
     max_session_messages: int = 40
     log_format: str = "json"
     dapr_http_port: int = 0
+    # Dapr's app API token: when set, the sidecar's calls (/dapr/*) carry it as dapr-api-token.
+    app_api_token: str = ""
+    pubsub_max_attempts: int = 3
     shutdown_grace_seconds: int = 25
     cors_origins: list[str] = field(default_factory=list)
 
@@ -49,6 +52,8 @@ class RuntimeSettings:
             max_session_messages=_int("AIAGENT_MAX_SESSION_MESSAGES", cls.max_session_messages),
             log_format=os.environ.get("AIAGENT_LOG_FORMAT", cls.log_format),
             dapr_http_port=_int("DAPR_HTTP_PORT", 0),
+            app_api_token=os.environ.get("APP_API_TOKEN", ""),
+            pubsub_max_attempts=max(1, _int("AIAGENT_PUBSUB_MAX_ATTEMPTS", 3)),
             shutdown_grace_seconds=_int("AIAGENT_SHUTDOWN_GRACE_SECONDS", 25),
         )
 

@@ -3,9 +3,10 @@
 On a host that can run the real node (Linux, root), the demo builds or reuses our images, starts
 the local cluster with a real kubelet node beside the kwok nodes, a local OpenAI-compatible model
 server, the operator, and every example; then it asks an agent a question through its Service,
-scales one agent to 5 real replicas that all answer, and drives the autoscaled example up and back
-down with generated load on real CPU. Elsewhere it says why in one line and shows the same
-reconciliation on kwok's fake nodes.
+scales one agent to 5 real replicas that all answer, drives the autoscaled example up and back
+down with generated load on real CPU, and shows a Dapr-enabled agent (sidecar injected by Dapr's
+own control plane, memory in Redis) remembering a conversation after its pods are deleted.
+Elsewhere it says why in one line and shows the same reconciliation on kwok's fake nodes.
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ def cluster() -> Iterator[tuple[Path, LocalCluster | None]]:
         say(f"using the cluster in KUBECONFIG={given}")
         yield Path(given), None
         return
-    local = LocalCluster(hpa_downscale_window="30s")
+    local = LocalCluster(hpa_downscale_window="30s", dapr=True)
     if local.real_node:
         say(
             "starting a local cluster with a real node: builds (or reuses) the Go binaries and our "
             "images, then etcd, kube-apiserver, controller-manager, scheduler, kwok, containerd, "
-            "kubelet, kube-proxy, metrics-server"
+            "CoreDNS, kubelet, kube-proxy, metrics-server, Redis, and Dapr (its own Helm chart)"
         )
     else:
         print(
@@ -65,10 +66,13 @@ def show(kubectl: Kubectl, *args: str) -> None:
     print(kubectl.run(*args, namespace=NAMESPACE).stdout.rstrip(), flush=True)
 
 
-def invoke(url: str, text: str, timeout: float = 30) -> dict[str, Any]:
+def invoke(url: str, text: str, timeout: float = 30, session: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"input": text}
+    if session:
+        body["session_id"] = session
     request = urllib.request.Request(
         f"{url}/v1/invoke",
-        data=json.dumps({"input": text}).encode(),
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -160,6 +164,8 @@ def main() -> int:
             scale_to_five(kubectl, operator, real)
             if real:
                 autoscale(kubectl)
+                assert local is not None and model is not None
+                remember_across_pod_deletion(kubectl, local, model.base_url)
         except AssertionError as exc:
             print(f"demo failed: {exc}\noperator log:\n{operator.log_tail()}", file=sys.stderr)
             show(kubectl, "get", "aiagents,deploy,pods", "-o", "wide")
@@ -231,6 +237,61 @@ def autoscale(kubectl: Kubectl) -> None:
     _watch_hpa(kubectl, name, until=lambda r: r == 1, timeout=300)
     print(f"    back to 1 replica in {time.monotonic() - started:.0f}s")
     show(kubectl, "get", "aiagent", name)
+
+
+def remember_across_pod_deletion(kubectl: Kubectl, local: LocalCluster, model_url: str) -> None:
+    """examples/dapr/helpdesk.yaml: conversation memory in Redis through Dapr's state store."""
+    assert local.redis is not None
+    manifest = pointed_at(
+        yaml.safe_load((EXAMPLES / "dapr" / "helpdesk.yaml").read_text()), model_url
+    )
+    manifest["spec"]["replicas"] = 2
+    for field in ("stateStore", "pubsub"):
+        for entry in manifest["spec"]["dapr"][field].get("metadata", []):
+            if entry["name"] == "redisHost":
+                entry["value"] = local.redis.address
+    say("Dapr: kubectl apply -f examples/dapr/helpdesk.yaml (its Components point at local Redis)")
+    kubectl.apply(
+        kubectl.run(
+            "create",
+            "secret",
+            "generic",
+            "redis",
+            f"--from-literal=password={local.redis.password}",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+            namespace=NAMESPACE,
+        ).stdout,
+        namespace=NAMESPACE,
+    )
+    print(kubectl.apply(manifest, namespace=NAMESPACE).rstrip())
+    wait_for("helpdesk Ready", lambda: _ready(kubectl, "helpdesk") == (2, "Ready"), 300)
+    wait_for("helpdesk DaprReady", lambda: _dapr_ready(kubectl, "helpdesk"), 300)
+    show(kubectl, "get", "components")
+    show(kubectl, "get", "pods", "-l", "aiagents.dev/agent=helpdesk")
+    pod = kubectl.list("pods", NAMESPACE, "aiagents.dev/agent=helpdesk")[0]
+    containers = [c["name"] for c in pod["spec"]["containers"]]
+    print(f"    containers of {pod['metadata']['name']}: {containers} (daprd: Dapr's injector)")
+    url = service_url(kubectl, "helpdesk")
+    session = "demo-session"
+    for text in ("my name is Ada", "I ordered the blue one"):
+        answer = invoke(url, text, session=session)
+        print(f"    {text!r} -> {answer['output']!r}")
+    say("deleting every helpdesk pod: the conversation lives in Redis, not in the pods")
+    kubectl.run("delete", "pods", "-l", "aiagents.dev/agent=helpdesk", namespace=NAMESPACE)
+    wait_for("helpdesk Ready again", lambda: _ready(kubectl, "helpdesk") == (2, "Ready"), 300)
+    show(kubectl, "get", "pods", "-l", "aiagents.dev/agent=helpdesk")
+    answer = invoke(url, "what is my name?", session=session)
+    print(f"    'what is my name?' -> {answer['output']!r}")
+    print("    (the model saw the whole conversation: the turn count is the history it was sent)")
+
+
+def _dapr_ready(kubectl: Kubectl, name: str) -> bool:
+    status = (kubectl.get("aiagent", name, NAMESPACE) or {}).get("status") or {}
+    return any(
+        c["type"] == "DaprReady" and c["status"] == "True" for c in status.get("conditions") or []
+    )
 
 
 def _watch_hpa(kubectl: Kubectl, name: str, until: Any, timeout: float) -> int:

@@ -2,6 +2,7 @@
 
 python -m localcluster build     build (or reuse) the Go binaries, print their dir
 python -m localcluster images    build (or reuse) every image; print build times and sizes (JSON)
+python -m localcluster dapr      build (or reuse) Dapr's binary and its two images; print (JSON)
 python -m localcluster up [--kwok-nodes N] [--kwok-only] [--workdir DIR] [--keep]
                                  start the cluster (a real node where this host can run one),
                                  print the KUBECONFIG export, stay up until Ctrl-C (or SIGTERM)
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import binaries, images
+from . import binaries, daprbuild, images
 from .cluster import LocalCluster
 from .procs import ClusterError
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build or reuse the binaries and print their directory")
     sub.add_parser("images", help="build or reuse every image and report times and sizes")
+    sub.add_parser("dapr", help="build or reuse Dapr (control plane + sidecar) and its images")
     up = sub.add_parser("up", help="start a local cluster and keep it up until Ctrl-C")
     up.add_argument("--kwok-nodes", type=int, default=3, help="fake kwok nodes (default 3)")
     up.add_argument("--kwok-only", action="store_true", help="no real node, even if possible")
@@ -42,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "images":
             json.dump(images.build_all(), sys.stdout, indent=2)
+            print()
+            return 0
+        if args.command == "dapr":
+            json.dump(daprbuild.build_all(), sys.stdout, indent=2)
             print()
             return 0
         started = time.monotonic()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local cluster's binaries from Go modules into a cache directory outside the repo:
 # the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), the real
-# node's (kubelet, kube-proxy, metrics-server) and helm. (BuildKit's Dockerfile frontend is built
-# by images.py, apart, so image builds need not wait for this.)
+# node's (kubelet, kube-proxy, metrics-server, coredns) and helm. (BuildKit's Dockerfile frontend
+# is built by images.py, apart, so image builds need not wait for this.)
 #
 #   $CACHE_ROOT/bin/<kubernetes version>-<hash of pins, wrapper modules, this script, go version>/
 #
@@ -15,7 +15,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kwok helm
-    metrics-server)
+    metrics-server coredns)
 # Two cores: each `go build` already compiles packages in parallel, so two jobs at once keeps the
 # cores busy through the single-threaded link steps without oversubscribing much.
 MAX_JOBS=${CONTROLPLANE_BUILD_JOBS:-2}
@@ -24,6 +24,7 @@ cache_key() {
     {
         cat "$CONTROLPLANE_DIR/versions.env" "$CONTROLPLANE_DIR/build.sh" "$CONTROLPLANE_DIR/common.sh" "$CONTROLPLANE_DIR/go-env.sh"
         cat "$CONTROLPLANE_DIR"/gomod/*/go.mod "$CONTROLPLANE_DIR"/gomod/*/go.sum "$CONTROLPLANE_DIR"/gomod/*/*.go
+        cat "$CONTROLPLANE_DIR"/coredns/go.mod "$CONTROLPLANE_DIR"/coredns/go.sum "$CONTROLPLANE_DIR"/coredns/*.go
         go version
     } | sha256sum | cut -c1-12
 }
@@ -102,6 +103,17 @@ job_metrics_server() {
         "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION")
     mv -f "$STAGE/ms/metrics-server" "$BIN_DIR/metrics-server"
 }
+# CoreDNS with a few plugins (coredns/main.go), in a module of its own: see coredns/gen-gomod.sh.
+job_coredns() {
+    local pinned
+    pinned=$(cd "$CONTROLPLANE_DIR/coredns" && go list -m -f '{{.Version}}' github.com/coredns/coredns)
+    if [ "$pinned" != "$COREDNS_VERSION" ]; then
+        echo "coredns/go.mod has $pinned, versions.env $COREDNS_VERSION: run coredns/gen-gomod.sh" >&2
+        return 1
+    fi
+    (cd "$CONTROLPLANE_DIR/coredns" && go build -trimpath -ldflags "-s -w" -o "$STAGE/coredns" .)
+    mv -f "$STAGE/coredns" "$BIN_DIR/coredns"
+}
 job_helm() {
     mkdir -p "$STAGE/helm"
     (cd "$STAGE" && GOBIN="$STAGE/helm" go install -trimpath \
@@ -113,7 +125,7 @@ job_helm() {
 # Queue only what is missing; the Kubernetes job (by far the longest) goes first.
 QUEUE=()
 case " $TODO " in *" kube"*) QUEUE+=(kubernetes) ;; esac
-for b in etcd helm kwok metrics-server; do
+for b in etcd helm kwok metrics-server coredns; do
     case " $TODO " in *" $b "*) QUEUE+=("${b//-/_}") ;; esac
 done
 
@@ -129,7 +141,7 @@ trap 'echo "[build] interrupted" >&2; exit 130' INT TERM
 start_job() {
     local j=$1
     # Own session/process group per job so cleanup can stop `go` and its compilers in one kill.
-    setsid bash -c "$(declare -f "job_$j"); $(declare -p STAGE BIN_DIR CONTROLPLANE_DIR K8S_COMMANDS K8S_LDFLAGS KWOK_VERSION HELM_VERSION METRICS_SERVER_VERSION); set -euo pipefail; job_$j" \
+    setsid bash -c "$(declare -f "job_$j"); $(declare -p STAGE BIN_DIR CONTROLPLANE_DIR K8S_COMMANDS K8S_LDFLAGS KWOK_VERSION HELM_VERSION METRICS_SERVER_VERSION COREDNS_VERSION); set -euo pipefail; job_$j" \
         >"$BIN_DIR/.logs/$j.log" 2>&1 &
     PID_OF[$j]=$!
     START_OF[$j]=$SECONDS

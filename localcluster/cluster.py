@@ -24,8 +24,11 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from . import binaries, guard, images, node
+from . import binaries, daprbuild, guard, images, node
+from . import redis as redis_server
 from .controlplane import SERVICE_CIDR, LocalControlPlane
+from .daprsystem import DaprSystem
+from .dns import ClusterDNS
 from .hostnet import BRIDGE, HostNetwork, nft_tables, remove_new_tables
 from .metrics import MetricsServer
 from .procs import ClusterError
@@ -45,12 +48,14 @@ def real_node_unavailable() -> str | None:
         return "AIAGENT_REAL_NODE=0 asks for kwok nodes only"
     from . import docker
 
-    return node.missing() or guard.missing() or docker.missing()
+    return node.missing() or guard.missing() or docker.missing() or redis_server.missing()
 
 
 class LocalCluster:
     """A local Kubernetes cluster on this host. ``real_node``: True (fail if impossible), False
-    (kwok only), None (a real node where this host allows one; ``skip_reason`` says why not)."""
+    (kwok only), None (a real node where this host allows one; ``skip_reason`` says why not).
+    ``dapr``: also Dapr's control plane (its own Helm chart, our images) and a Redis for its
+    components, on the real node (ignored without one: the sidecars need real pods)."""
 
     def __init__(
         self,
@@ -60,6 +65,7 @@ class LocalCluster:
         real_node: bool | None = None,
         hpa_downscale_window: str | None = None,
         keep_workdir: bool = False,
+        dapr: bool = False,
     ):
         self._own_workdir = workdir is None
         self.workdir = (
@@ -72,11 +78,15 @@ class LocalCluster:
         if real_node and self.skip_reason:
             raise ClusterError(f"no real node on this host: {self.skip_reason}")
         self.real_node = self.skip_reason is None
+        self.dapr = dapr and self.real_node
         self.net = HostNetwork(NODE_CIDR, SERVICE_CIDR)
         self.bin_dir = Path()
         self.control_plane: LocalControlPlane
         self.node: node.RealNode | None = None
         self.metrics: MetricsServer | None = None
+        self.dns: ClusterDNS | None = None
+        self.redis: redis_server.Redis | None = None
+        self.dapr_system: DaprSystem | None = None
         self.image_report: dict[str, Any] = {}
         self._lock: IO[str] | None = None
         self._tables_before: set[str] = set()
@@ -112,12 +122,12 @@ class LocalCluster:
     def logs(self, lines: int = 40) -> str:
         """Log tails of every component, for a failing test to print."""
         parts = [self.control_plane.procs]
-        parts += [p.procs for p in (self.node, self.metrics) if p is not None]
+        parts += [p.procs for p in (self.node, self.dns, self.metrics, self.redis) if p is not None]
         return "\n".join(p.log_tail(name, lines) for p in parts for name in list(p.procs))
 
     def check_alive(self) -> None:
         self.control_plane.procs.check_alive()
-        for part in (self.node, self.metrics):
+        for part in (self.node, self.dns, self.metrics, self.redis):
             if part is not None:
                 part.procs.check_alive()
 
@@ -173,12 +183,31 @@ class LocalCluster:
         self._step("control plane", self.control_plane.start, self.control_plane.stop)
         watch = guard.ServiceWatch(self.control_plane)
         self._step("guard's Service watch", watch.start, watch.stop)
+        # Before the kubelet: its pods get this address as their nameserver.
+        self.dns = ClusterDNS(
+            self.bin_dir,
+            self.workdir,
+            self.control_plane,
+            self.net.node_ip,
+            reverse_cidrs=[SERVICE_CIDR, KWOK_POD_CIDR, NODE_CIDR],
+        )
+        self._step("cluster DNS", self.dns.start, self.dns.stop)
         self._step("kubelet", self.node.start_kubelet, None)
         self._step("kube-proxy", self.node.start_kube_proxy, None)
         self.metrics = MetricsServer(
             self.bin_dir, self.workdir, self.control_plane, self.net.node_ip
         )
         self._step("metrics-server", self.metrics.start, self.metrics.stop)
+        if self.dapr:
+            self.redis = redis_server.Redis(self.workdir, self.net.node_ip)
+            self._step("redis", self.redis.start, self.redis.stop)
+            self.dapr_system = DaprSystem(
+                self.bin_dir,
+                self.control_plane,
+                daprbuild.dapr_source() / "charts" / "dapr",
+                daprbuild.dapr_version(),
+            )
+            self._step("dapr", self.dapr_system.start, self.dapr_system.stop)
 
     def _step(self, what: str, do: Any, undo: Any) -> None:
         started = time.monotonic()
@@ -214,7 +243,8 @@ class LocalCluster:
 
     def _load_images(self) -> None:
         assert self.node is not None
-        self.image_report = images.prepare(self.node)
+        extra = [daprbuild.build_dapr_images] if self.dapr else []
+        self.image_report = images.prepare(self.node, extra=extra)
 
     def _take_lock(self) -> None:
         LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -288,26 +289,43 @@ def build_all() -> dict[str, object]:
     }
 
 
-def prepare(node: RealNode) -> dict[str, object]:
-    """Build (or reuse) every image and import into the node's containerd what it lacks."""
+def prepare(
+    node: RealNode, extra: Sequence[Callable[[Docker], list[str]]] = ()
+) -> dict[str, object]:
+    """Build (or reuse) every image and import into the node's containerd what it lacks.
+
+    ``extra``: more builders run on the same engine, each returning the references it built or
+    reused, which are imported too (e.g. ``daprbuild.build_dapr_images`` when Dapr is asked for).
+    """
     from .docker import engine
 
     started = time.monotonic()
     with engine() as docker:
         took = _build_everything(docker)
-        imported = []
-        for tag in [PAUSE_IMAGE, *(p.tag for p in PRODUCTS)]:
-            image_id = docker.image_id(tag)
-            assert image_id, tag
-            archive = _scratch() / (tag.replace("/", "_").replace(":", "_") + ".tar")
-            if node.needs_image(archive.name, image_id):
-                docker("save", "-o", str(archive), tag, timeout=1800)
-                node.load_image(archive, image_id)
-                archive.unlink()
-                imported.append(tag)
+        tags = [PAUSE_IMAGE, *(p.tag for p in PRODUCTS)]
+        for build in extra:
+            tags += build(docker)
+        imported = load_into_node(docker, node, tags)
     if imported:
         log(f"imported into the node: {', '.join(imported)}")
     return {"seconds": round(time.monotonic() - started, 1), "build_seconds": took}
+
+
+def load_into_node(docker: Docker, node: RealNode, tags: Sequence[str]) -> list[str]:
+    """`docker save | ctr import` each of ``tags`` whose image ID the node has not imported yet;
+    returns the ones imported."""
+    imported = []
+    for tag in tags:
+        image_id = docker.image_id(tag)
+        if not image_id:
+            raise ClusterError(f"image {tag} is not in the build engine")
+        archive = _scratch() / (tag.replace("/", "_").replace(":", "_") + ".tar")
+        if node.needs_image(archive.name, image_id):
+            docker("save", "-o", str(archive), tag, timeout=1800)
+            node.load_image(archive, image_id)
+            archive.unlink()
+            imported.append(tag)
+    return imported
 
 
 def _scratch() -> Path:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,6 +76,40 @@ class Kubectl:
             "items"
         ]
         return items
+
+    @contextlib.contextmanager
+    def port_forward(
+        self, target: str, remote_port: int, namespace: str | None = None, timeout: float = 30
+    ) -> Iterator[int]:
+        """`kubectl port-forward <target> <free local port>:<remote_port>` for the block; yields
+        the local port once it accepts connections (e.g. target "pod/x" or "service/y")."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        cmd = [self.binary, f"--kubeconfig={self.kubeconfig}"]
+        if namespace:
+            cmd.append(f"--namespace={namespace}")
+        forward = subprocess.Popen(
+            [*cmd, "port-forward", target, f"{port}:{remote_port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            # kubectl prints "Forwarding from ..." once it listens; connecting proves it.
+            wait_for(f"port-forward to {target}", lambda: _accepts(port), timeout=timeout)
+            yield port
+        finally:
+            forward.terminate()
+            forward.wait(timeout=10)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        time.sleep(0.2)
+        return False
 
 
 def wait_for(

@@ -329,9 +329,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "failSwapOn": False,
             "oomScoreAdj": 0,
             "protectKernelDefaults": True,
-            # No cluster DNS here, and the host's resolver is outside: pods get no nameserver.
+            # Pods ask the cluster DNS (localcluster/dns.py, on the node's address) and nothing
+            # else: the host's resolver is outside, so it is not passed on.
             "resolvConf": str(self.dir / "resolv.conf"),
             "clusterDomain": "cluster.local",
+            "clusterDNS": [self.net.node_ip],
             "staticPodPath": "",
             "serializeImagePulls": False,
             # Our images are imported, not pulled: never garbage-collect them.

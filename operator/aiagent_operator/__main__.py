@@ -9,6 +9,25 @@ import kopf
 from .settings import OperatorSettings
 
 
+class SayOnce(logging.Filter):
+    """Kopf repeats "Unresolved resources cannot be served" on every CRD change in the cluster
+    while a kind it would watch is missing (Dapr's Components, where Dapr is not installed):
+    each distinct warning is said once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Unresolved resources"):
+            return True
+        if message in self._said:
+            return False
+        self._said.add(message)
+        return True
+
+
 def main() -> None:
     settings = OperatorSettings()
     kopf.configure(
@@ -16,6 +35,7 @@ def main() -> None:
         log_prefix=True,  # every line about an object says which one: [namespace/name]
     )
     logging.getLogger().setLevel(settings.log_level)
+    logging.getLogger("kopf._core.reactor.observation").addFilter(SayOnce())
     from . import handlers  # noqa: F401  (registers the handlers with Kopf)
 
     kopf.run(

@@ -13,6 +13,25 @@ from pydantic import Field
 
 from agent_runtime.config import AgentFields, CamelModel, Framework, ModelConfig, cel_rule
 
+from .dapr_api import (
+    ComponentMetadataEntry,
+    DaprComponentRef,
+    DaprSpec,
+    PubsubRef,
+    StateStoreRef,
+)
+from .kubetypes import (
+    CONFIG_KEY,
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    ConfigMapKeyRef,
+    LocalObjectReference,
+    PreservedObject,
+    Quantity,
+    ResourceRequirements,
+    SecretKeyRef,
+)
+
 GROUP = "aiagents.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -22,30 +41,26 @@ SINGULAR = "aiagent"
 SHORT_NAMES = ["aia"]
 CATEGORIES = ["ai", "agents"]
 
-# Kubernetes name shapes, so a bad reference is refused at apply time rather than at reconcile.
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 # The children (Service, pod labels, Dapr app id) need the AIAgent's name to be a DNS-1035 label.
 MAX_NAME_LENGTH = 63
 
-PreservedObject = dict[str, Any]  # passed through to the pod template as Kubernetes defines it
-Quantity = int | str  # a Kubernetes resource quantity: 2, "500m", "1Gi"
-
-
-class SecretKeyRef(CamelModel):
-    """A key of a Secret in the AIAgent's namespace."""
-
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the Secret.")
-    key: str = Field(max_length=253, pattern=CONFIG_KEY, description="Key within the Secret.")
-
-
-class ConfigMapKeyRef(CamelModel):
-    """A key of a ConfigMap in the AIAgent's namespace."""
-
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the ConfigMap.")
-    key: str = Field(max_length=253, pattern=CONFIG_KEY, description="Key within the ConfigMap.")
+__all__ = [
+    "CONFIG_KEY",
+    "DNS_LABEL",
+    "DNS_SUBDOMAIN",
+    "ComponentMetadataEntry",
+    "ConfigMapKeyRef",
+    "DaprComponentRef",
+    "DaprSpec",
+    "LocalObjectReference",
+    "PreservedObject",
+    "PubsubRef",
+    "Quantity",
+    "ResourceRequirements",
+    "SecretKeyRef",
+    "StateStoreRef",
+]
 
 
 class ModelSpec(ModelConfig):
@@ -97,45 +112,6 @@ class AutoscalingSpec(CamelModel):
     )
 
 
-class ResourceRequirements(CamelModel):
-    """Compute resources, as in a Kubernetes container."""
-
-    requests: dict[str, Quantity] | None = Field(
-        None, description="Minimum resources, e.g. {cpu: 250m, memory: 512Mi}."
-    )
-    limits: dict[str, Quantity] | None = Field(
-        None, description="Maximum resources, e.g. {memory: 1Gi}."
-    )
-
-
-class DaprSpec(CamelModel):
-    """The Dapr sidecar: state (conversation memory) and messaging for the agent."""
-
-    enabled: bool = Field(True, description="Annotate the pods for Dapr sidecar injection.")
-    app_id: str | None = Field(
-        None,
-        max_length=63,
-        pattern=DNS_LABEL,
-        description="Dapr app id. Defaults to the AIAgent's name.",
-    )
-    state_store: str | None = Field(
-        None,
-        max_length=253,
-        description="Dapr state store component that keeps conversation memory across restarts.",
-    )
-    pubsub: str | None = Field(None, max_length=253, description="Dapr pub/sub component.")
-    config: str | None = Field(
-        None, max_length=253, description="Dapr Configuration resource (dapr.io/config)."
-    )
-    log_level: Literal["debug", "info", "warn", "error"] = Field(
-        "info", description="Log level of the sidecar."
-    )
-    enable_metrics: bool = Field(True, description="Let the sidecar expose Prometheus metrics.")
-    sidecar: ResourceRequirements | None = Field(
-        None, description="Resources of the sidecar container (cpu and memory only)."
-    )
-
-
 class ServiceSpec(CamelModel):
     """The ClusterIP Service in front of the agent."""
 
@@ -179,12 +155,6 @@ class Toleration(CamelModel):
     toleration_seconds: int | None = Field(
         None, description="How long a NoExecute taint is tolerated before eviction."
     )
-
-
-class LocalObjectReference(CamelModel):
-    """A reference to an object in the same namespace."""
-
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the object.")
 
 
 class AIAgentSpec(CamelModel):
@@ -243,13 +213,14 @@ class AIAgentSpec(CamelModel):
 
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+ConditionStatus = Literal["True", "False", "Unknown"]
 
 
 class Condition(CamelModel):
     """A condition of the AIAgent, as in Kubernetes (metav1.Condition)."""
 
     type: str = Field(max_length=316, description="Condition type, e.g. Ready.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="CamelCase reason for the last transition.")
     message: str = Field("", max_length=32768, description="Human-readable detail.")
     last_transition_time: str | None = Field(

@@ -216,8 +216,15 @@ def render_files() -> dict[str, str]:
     }
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Spells out a schema used in two places (stateStore, pubsub) twice: no YAML anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _dump(doc: dict[str, Any]) -> str:
-    return str(yaml.safe_dump(doc, sort_keys=False, width=100))
+    return str(yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False, width=100))
 
 
 def write(directory: Path) -> list[Path]:

@@ -12,18 +12,28 @@ from typing import Any
 
 import kopf
 
-from . import api, reconcile, render
+from . import api, components, reconcile, render
 from .kube import Kube
+from .observed import IndexedObserved
 from .settings import OperatorSettings
+from .status import Sidecar, sidecar_of
 
 AIAGENTS = (api.GROUP, api.VERSION, api.PLURAL)
+DAPR_COMPONENTS = ("dapr.io", "v1alpha1", components.PLURAL)
 # Children are watched so that drift is undone and the Deployment's state reaches status at once.
+# Where the cluster has no Dapr, Kopf logs once that it cannot serve Components and starts the
+# watch when their CRD appears; the indices below then stay empty, and nothing fails.
 CHILD_RESOURCES = [
     ("v1", "configmaps"),
     ("v1", "services"),
     ("apps", "v1", "deployments"),
     ("autoscaling", "v2", "horizontalpodautoscalers"),
+    DAPR_COMPONENTS,
 ]
+AGENT_PODS: dict[str, Any] = {
+    render.MANAGED_BY_LABEL: render.FIELD_MANAGER,
+    render.AGENT_LABEL: kopf.PRESENT,
+}
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
@@ -55,25 +65,57 @@ def aiagents_by_name(body: kopf.Body, **_: Any) -> dict[tuple[str, str], api.AIA
     return {(agent.namespace, agent.name): agent}
 
 
-@kopf.on.resume(*AIAGENTS)
-@kopf.on.create(*AIAGENTS)
-@kopf.on.update(*AIAGENTS)
-def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    try:
-        reconcile.reconcile_agent(api.AIAgent.from_body(body), memo.kube, memo.settings)
-    except reconcile.SecretNotReady as exc:
-        raise kopf.TemporaryError(str(exc), delay=memo.settings.secret_retry_seconds) from None
-    except reconcile.ChildRefused as exc:
-        raise kopf.PermanentError(str(exc)) from None
-
-
 def controlled_by_aiagent(body: kopf.Body, **_: Any) -> bool:
+    """Whether an AIAgent is the object's controller (the children's watches filter on it)."""
     return any(
         ref.get("controller")
         and ref.get("kind") == api.KIND
         and ref.get("apiVersion") == api.API_VERSION
         for ref in body.metadata.get("ownerReferences") or []
     )
+
+
+# The pods' and Components' watch streams fill these as they go, so status needs no request.
+@kopf.index("v1", "pods", labels=AGENT_PODS)
+def agent_pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[str, str], Sidecar]:
+    return {(namespace or "", body.metadata.labels[render.AGENT_LABEL]): sidecar_of(dict(body))}
+
+
+@kopf.index(*DAPR_COMPONENTS)
+def dapr_components(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[tuple[str, str], components.SeenComponent]:
+    return {(namespace or "", name): components.seen_component(body)}
+
+
+@kopf.index(*DAPR_COMPONENTS, when=controlled_by_aiagent)
+def dapr_components_by_owner(body: kopf.Body, name: str, **_: Any) -> dict[str, str]:
+    owner = next(ref for ref in body.metadata["ownerReferences"] if ref.get("controller"))
+    return {owner["uid"]: name}
+
+
+def observed(memo: kopf.Memo, indices: dict[str, Any]) -> IndexedObserved:
+    return IndexedObserved(
+        memo.kube,
+        pods=indices["agent_pods"],
+        components_by_name=indices["dapr_components"],
+        components_by_owner=indices["dapr_components_by_owner"],
+    )
+
+
+@kopf.on.resume(*AIAGENTS)
+@kopf.on.create(*AIAGENTS)
+@kopf.on.update(*AIAGENTS)
+def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    agent = api.AIAgent.from_body(body)
+    try:
+        reconcile.reconcile_agent(agent, memo.kube, memo.settings, observed(memo, kwargs))
+    except reconcile.SecretNotReady as exc:
+        raise kopf.TemporaryError(str(exc), delay=memo.settings.secret_retry_seconds) from None
+    except reconcile.ComponentNotReady as exc:
+        raise kopf.TemporaryError(str(exc), delay=memo.settings.component_retry_seconds) from None
+    except reconcile.ChildRefused as exc:
+        raise kopf.PermanentError(str(exc)) from None
 
 
 def _on_child_event(
@@ -86,7 +128,9 @@ def _on_child_event(
     )
     owners: Iterable[api.AIAgent] = aiagents_by_name.get((namespace or "", owner_name), [])
     owner = next(iter(owners), None)
-    reconcile.on_child_event(type, dict(body), owner, memo.kube, memo.settings)
+    reconcile.on_child_event(
+        type, dict(body), owner, memo.kube, memo.settings, observed(memo, kwargs)
+    )
 
 
 for _resource in CHILD_RESOURCES:
@@ -95,15 +139,11 @@ for _resource in CHILD_RESOURCES:
     )
 
 
-@kopf.on.event(
-    "v1",
-    "pods",
-    labels={render.MANAGED_BY_LABEL: render.FIELD_MANAGER, render.AGENT_LABEL: kopf.PRESENT},
-)
+@kopf.on.event("v1", "pods", labels=AGENT_PODS)
 def agent_pod_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     """A crash-looping or unpullable agent container shows on its AIAgent without waiting for the
     Deployment's progress deadline."""
     aiagents_by_name: kopf.Index[tuple[str, str], api.AIAgent] = kwargs["aiagents_by_name"]
     name = body.metadata.get("labels", {}).get(render.AGENT_LABEL, "")
     owner = next(iter(aiagents_by_name.get((namespace or "", name), [])), None)
-    reconcile.on_pod_event(dict(body), owner, memo.kube, memo.settings)
+    reconcile.on_pod_event(dict(body), owner, memo.kube, memo.settings, observed(memo, kwargs))

@@ -8,7 +8,7 @@ apply while fields owned by others (the HPA's replica count, defaults) are left 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,7 +16,7 @@ import kubernetes
 import urllib3
 from kubernetes.client import Configuration
 
-from . import api
+from . import api, components
 from .render import FIELD_MANAGER, Manifest
 
 # apiVersion/kind → URL segment; the operator touches only these kinds.
@@ -24,8 +24,10 @@ _PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "Service"): "services",
     ("v1", "Secret"): "secrets",
+    ("v1", "Pod"): "pods",
     ("apps/v1", "Deployment"): "deployments",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    (components.API_VERSION, components.KIND): components.PLURAL,
     (api.API_VERSION, api.KIND): api.PLURAL,
 }
 
@@ -37,6 +39,7 @@ class KubeError(Exception):
     status: int
     reason: str
     message: str
+    details: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}: {self.message}"
@@ -45,6 +48,12 @@ class KubeError(Exception):
     def namespace_terminating(self) -> bool:
         """Refused because the namespace is being deleted (nothing to repair there)."""
         return self.status == 403 and "being terminated" in self.message
+
+    @property
+    def no_such_api(self) -> bool:
+        """404 for the kind itself, not for one object: its CRD is not installed (a missing
+        object's 404 names it in `details`)."""
+        return self.status == 404 and not self.details.get("name")
 
     @property
     def is_permanent(self) -> bool:
@@ -131,11 +140,22 @@ class Kube:
             content_type="application/apply-patch+yaml",
         )
 
+    def create(self, manifest: Manifest) -> dict[str, Any]:
+        """Create, failing with 409 if the object exists: unlike an apply, never takes over one."""
+        meta = manifest["metadata"]
+        return self.request(
+            "POST",
+            object_path(manifest["apiVersion"], manifest["kind"], meta["namespace"]),
+            body=manifest,
+            query=[("fieldManager", FIELD_MANAGER)],
+        )
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist (KubeError when its kind does not)."""
         try:
             return self.request("GET", object_path(api_version, kind, namespace, name))
         except KubeError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and not exc.no_such_api:
                 return None
             raise
 
@@ -160,9 +180,17 @@ class Kube:
         return True
 
     def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return self.list("v1", "Pod", namespace, labels)
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """Objects of a kind in a namespace, selected by labels on the server."""
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         answer = self.request(
-            "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)]
+            "GET",
+            object_path(api_version, kind, namespace),
+            query=[("labelSelector", selector)],
         )
         items: list[dict[str, Any]] = answer.get("items") or []
         return items
@@ -195,8 +223,11 @@ def is_controlled_by(obj: dict[str, Any], owner_uid: str) -> bool:
 
 def _kube_error(status: int, reason: str, body: bytes) -> KubeError:
     """The API server explains itself in a Status object; fall back to the raw text."""
+    details: dict[str, Any] = {}
     try:
-        message = str(json.loads(body).get("message", ""))
-    except (ValueError, AttributeError):
+        answer = json.loads(body)
+        message = str(answer.get("message", ""))
+        details = dict(answer.get("details") or {})
+    except (ValueError, AttributeError, TypeError):
         message = body.decode(errors="replace")
-    return KubeError(status=status, reason=reason, message=message or reason)
+    return KubeError(status=status, reason=reason, message=message or reason, details=details)

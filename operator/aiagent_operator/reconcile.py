@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import api, render
+from . import api, components, render
+from .components import ComponentFact, SeenComponent
 from .kube import Kube, KubeError, is_controlled_by
+from .observed import Observed
 from .settings import OperatorSettings
-from .status import compute_status, failed_status, pod_problem, status_patch
+from .status import Sidecar, compute_status, failed_status, pod_problem, sidecar_of, status_patch
 
 logger = logging.getLogger(__name__)
 
@@ -22,18 +24,37 @@ class ChildRefused(Exception):
     """The API server refused a rendered child; retrying the same spec cannot help."""
 
 
-def reconcile_agent(agent: api.AIAgent, kube: Kube, settings: OperatorSettings) -> None:
+class ComponentNotReady(Exception):
+    """A Dapr Component of the agent is missing, someone else's, or cannot be created (no Dapr
+    in the cluster); rechecked until that changes."""
+
+
+def reconcile_agent(
+    agent: api.AIAgent,
+    kube: Kube,
+    settings: OperatorSettings,
+    observed: Observed | None = None,
+) -> None:
     """Bring the children in line with the spec and write the status that follows.
 
-    Raises SecretNotReady (retry later) or ChildRefused (wait for a spec change).
+    Raises SecretNotReady or ComponentNotReady (retry later), or ChildRefused (wait for a spec
+    change). `observed` answers from Kopf's indices; without it, from the API.
     """
+    observed = observed or Observed(kube)
     secret_problem = check_secret(kube, agent)
     children = render.render_children(agent, settings)
+    inline = components.render_components(agent)
     deployment: dict[str, Any] | None = None
+    claimed: dict[str, ComponentFact] = {}
+    current: render.Manifest | None = None
     try:
-        for child in children:
-            applied = kube.apply(child)
-            if child["kind"] == "Deployment":
+        # Components first: a sidecar loads its Components when it starts.
+        for current in inline:
+            fact = claim_component(kube, agent, current, observed)
+            claimed[fact.name] = fact
+        for current in children:
+            applied = kube.apply(current)
+            if current["kind"] == "Deployment":
                 deployment = applied
     except KubeError as exc:
         if exc.namespace_terminating:
@@ -41,18 +62,21 @@ def reconcile_agent(agent: api.AIAgent, kube: Kube, settings: OperatorSettings) 
             # removes the agent too, so there is nothing to build and nothing to report.
             logger.info("%s/%s: namespace is being deleted", agent.namespace, agent.name)
             return
-        if not exc.is_permanent:
+        if not exc.is_permanent or current is None:
             raise
-        message = f"{child['kind']} {child['metadata']['name']}: {exc.message}"
+        message = f"{current['kind']} {current['metadata']['name']}: {exc.message}"
         write_status(kube, agent, failed_status(agent, "ChildRefused", message))
         raise ChildRefused(message) from exc
 
+    facts = component_facts(agent, observed, claimed)
+    app = render.dapr_app_id(agent)
+    component_problems = [p for f in facts if (p := f.problem(agent.namespace, app))]
     # The Deployment's watch events carry its status from here on. An apply that changed the
     # spec returns a status the controller has not caught up with; writing it could land after
-    # a newer one from the watch and stick, so only a settled answer (or a Secret problem,
-    # which no Deployment event would report) is written here.
-    if secret_problem or _settled(deployment):
-        refresh_status(kube, agent, deployment, secret_problem, settings)
+    # a newer one from the watch and stick, so only a settled answer (or a Secret or Component
+    # problem, which no Deployment event would report) is written here.
+    if secret_problem or component_problems or _settled(deployment):
+        refresh_status(kube, agent, deployment, secret_problem, settings, observed, facts)
 
     wanted = {(c["apiVersion"], c["kind"]) for c in children}
     for api_version, kind in render.PRUNABLE:
@@ -62,8 +86,80 @@ def reconcile_agent(agent: api.AIAgent, kube: Kube, settings: OperatorSettings) 
             logger.info(
                 "deleted %s %s/%s: no longer in the spec", kind, agent.namespace, agent.name
             )
+    prune_components(kube, agent, observed, {m["metadata"]["name"] for m in inline})
     if secret_problem:
         raise SecretNotReady(secret_problem)
+    if component_problems:
+        raise ComponentNotReady("; ".join(message for _, message in component_problems))
+
+
+def claim_component(
+    kube: Kube, agent: api.AIAgent, manifest: render.Manifest, observed: Observed
+) -> ComponentFact:
+    """Apply an inline Component only if it is this agent's to apply.
+
+    Server-side apply with force would take over a same-named Component of another agent (or
+    of a person), so ownership is checked first: a Component nobody has is created with a
+    plain create, which fails instead of taking over one that appeared meanwhile; one this
+    agent controls is applied; any other is left alone and reported.
+    """
+    meta = manifest["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    field = next(f for f, ref in components.component_refs(agent) if ref.name == name)
+
+    def fact(verdict: components.Verdict, detail: str = "") -> ComponentFact:
+        return ComponentFact(field=field, name=name, inline=True, verdict=verdict, detail=detail)
+
+    try:
+        seen = observed.component(namespace, name, confirm=False)
+        if seen is None:
+            try:
+                kube.create(manifest)
+                logger.info("created Component %s/%s (%s)", namespace, name, field)
+                return fact("Ok")
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            seen = observed.component(namespace, name)  # created by someone else meanwhile
+            if seen is None:
+                return fact("Missing")  # and deleted again: the retry will create it
+        if seen.controller_uid != agent.uid:
+            return fact("Conflict", seen.controller or "")
+        kube.apply(manifest)
+        return fact("Ok")
+    except KubeError as exc:
+        if exc.no_such_api:
+            return fact("NoDaprAPI")
+        raise
+
+
+def component_facts(
+    agent: api.AIAgent, observed: Observed, claimed: dict[str, ComponentFact] | None = None
+) -> list[ComponentFact]:
+    """What became of each Component the agent names (`claimed`: the inline ones just applied)."""
+    facts = []
+    for field, ref in components.component_refs(agent):
+        if claimed and ref.name in claimed:
+            facts.append(claimed[ref.name])
+            continue
+        try:
+            seen: SeenComponent | None = observed.component(agent.namespace, ref.name)
+        except KubeError as exc:
+            if not exc.no_such_api:
+                raise
+            facts.append(components.no_dapr_api(field, ref))
+            continue
+        facts.append(components.judge(agent, field, ref, seen))
+    return facts
+
+
+def prune_components(kube: Kube, agent: api.AIAgent, observed: Observed, wanted: set[str]) -> None:
+    """Delete the Components this agent controls that its spec no longer declares."""
+    for name in sorted(observed.owned_components(agent) - wanted):
+        if kube.delete_if_controlled_by(
+            components.API_VERSION, components.KIND, agent.namespace, name, agent.uid
+        ):
+            logger.info("deleted Component %s/%s: no longer in the spec", agent.namespace, name)
 
 
 def _settled(deployment: dict[str, Any] | None) -> bool:
@@ -84,19 +180,42 @@ def refresh_status(
     deployment: dict[str, Any] | None,
     secret_problem: str | None,
     settings: OperatorSettings,
+    observed: Observed | None = None,
+    facts: list[ComponentFact] | None = None,
 ) -> None:
+    observed = observed or Observed(kube)
     pods = None
     if deployment is not None and not _all_ready(deployment):
         # Only then: the Deployment alone cannot tell a slow start from a crash loop.
         pods = kube.list_pods(agent.namespace, render.selector_labels(agent))
+    sidecars: list[Sidecar] | None = None
+    if agent.spec.dapr.enabled:
+        if facts is None:
+            facts = component_facts(agent, observed)
+        if pods is not None:
+            sidecars = [sidecar_of(pod) for pod in pods]
+        else:
+            sidecars = observed.sidecars(agent)
+            if _lags(sidecars, deployment):
+                # The pod index has not seen the pods the Deployment counts ready yet (another
+                # watch stream): ask, rather than report an old pod's sidecar.
+                pods = kube.list_pods(agent.namespace, render.selector_labels(agent))
+                sidecars = [sidecar_of(pod) for pod in pods]
     status = compute_status(
         agent,
         deployment,
         secret_problem=secret_problem,
         pods=pods,
+        components=facts,
+        sidecars=sidecars,
         cluster_domain=settings.cluster_domain,
     )
     write_status(kube, agent, status)
+
+
+def _lags(sidecars: list[Sidecar], deployment: dict[str, Any] | None) -> bool:
+    ready = sum(1 for s in sidecars if s.pod_ready and not s.terminating)
+    return ready < int(((deployment or {}).get("status") or {}).get("readyReplicas", 0))
 
 
 def _all_ready(deployment: dict[str, Any]) -> bool:
@@ -105,7 +224,11 @@ def _all_ready(deployment: dict[str, Any]) -> bool:
 
 
 def on_pod_event(
-    pod: dict[str, Any], owner: api.AIAgent | None, kube: Kube, settings: OperatorSettings
+    pod: dict[str, Any],
+    owner: api.AIAgent | None,
+    kube: Kube,
+    settings: OperatorSettings,
+    observed: Observed | None = None,
 ) -> None:
     """A pod of an agent got stuck (crash loop, image pull): report it on the agent at once.
 
@@ -119,7 +242,7 @@ def on_pod_event(
     deployment = kube.get("apps/v1", "Deployment", owner.namespace, owner.name)
     if deployment is None or not is_controlled_by(deployment, owner.uid):
         return
-    refresh_status(kube, owner, deployment, check_secret(kube, owner), settings)
+    refresh_status(kube, owner, deployment, check_secret(kube, owner), settings, observed)
 
 
 def write_status(kube: Kube, agent: api.AIAgent, status: api.AIAgentStatus) -> None:
@@ -139,6 +262,7 @@ def on_child_event(
     owner: api.AIAgent | None,
     kube: Kube,
     settings: OperatorSettings,
+    observed: Observed | None = None,
 ) -> None:
     """React to a change of a child: restore it if it was deleted or edited, and let the
     Deployment's own status flow into the owner's status.
@@ -168,13 +292,27 @@ def on_child_event(
             "deleted" if event_type == "DELETED" else "changed outside the operator",
         )
         try:
+            if desired["kind"] == components.KIND:
+                # Deleted: whoever creates a Component of that name first has it, so the
+                # restore goes through the same ownership check as the reconcile.
+                observed = observed or Observed(kube)
+                if claim_component(kube, owner, desired, observed).verdict != "Ok":
+                    deployment = _deployment_of(kube, owner)
+                    secret_problem = check_secret(kube, owner)
+                    refresh_status(kube, owner, deployment, secret_problem, settings, observed)
+                return
             child = kube.apply(desired)
         except KubeError as exc:
             if exc.namespace_terminating:
                 return  # the whole namespace is going away, owner included
             raise
     if is_deployment and event_type != "DELETED":
-        refresh_status(kube, owner, child, check_secret(kube, owner), settings)
+        refresh_status(kube, owner, child, check_secret(kube, owner), settings, observed)
+
+
+def _deployment_of(kube: Kube, agent: api.AIAgent) -> dict[str, Any] | None:
+    deployment = kube.get("apps/v1", "Deployment", agent.namespace, agent.name)
+    return deployment if deployment and is_controlled_by(deployment, agent.uid) else None
 
 
 def _drift(
@@ -182,7 +320,7 @@ def _drift(
 ) -> dict[str, Any] | None:
     """The child as the owner wants it, if the actual one was deleted or differs; else None
     (also when the owner no longer wants the child: pruning handles that)."""
-    for desired in render.render_children(owner, settings):
+    for desired in render.render_children(owner, settings) + components.render_components(owner):
         same = (desired["kind"], desired["metadata"]["name"])
         if same == (child["kind"], child["metadata"]["name"]):
             if event_type == "DELETED" or not is_subset(desired, child):

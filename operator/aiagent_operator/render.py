@@ -106,13 +106,17 @@ def config_hash(configmap: Manifest) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
+def dapr_app_id(agent: api.AIAgent) -> str:
+    return agent.spec.dapr.app_id or agent.name
+
+
 def dapr_annotations(agent: api.AIAgent) -> dict[str, str]:
     dapr = agent.spec.dapr
     if not dapr.enabled:
         return {}
     annotations = {
         "dapr.io/enabled": "true",
-        "dapr.io/app-id": dapr.app_id or agent.name,
+        "dapr.io/app-id": dapr_app_id(agent),
         "dapr.io/app-port": str(HTTP_PORT),
         "dapr.io/app-protocol": "http",
         "dapr.io/log-level": dapr.log_level,
@@ -121,6 +125,10 @@ def dapr_annotations(agent: api.AIAgent) -> dict[str, str]:
         "dapr.io/app-health-check-path": "/healthz",
         # The injected sidecar must pass the restricted Pod Security Standard like our container.
         "dapr.io/sidecar-seccomp-profile-type": "RuntimeDefault",
+        # Our pods mount no ServiceAccount token, so daprd's built-in Kubernetes secret store
+        # cannot start (and would crash the sidecar); Components' secretKeyRefs do not need it:
+        # Dapr's operator resolves them before handing the Component to the sidecar.
+        "dapr.io/disable-builtin-k8s-secret-store": "true",
     }
     if dapr.config:
         annotations["dapr.io/config"] = dapr.config

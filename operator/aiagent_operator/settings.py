@@ -41,6 +41,12 @@ class OperatorSettings(BaseSettings):
     secret_retry_seconds: int = Field(
         15, ge=1, description="How often an AIAgent whose API key Secret is missing is rechecked."
     )
+    component_retry_seconds: int = Field(
+        30,
+        ge=1,
+        description="How often an AIAgent whose Dapr Component is missing, taken by another "
+        "AIAgent, or cannot be created (no Dapr in the cluster) is rechecked.",
+    )
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from . import api
-from .render import GENERATION_ANNOTATION, selector_labels
+from .components import ComponentFact
+from .render import GENERATION_ANNOTATION, dapr_app_id, selector_labels
 
 READY = "Ready"
+DAPR_READY = "DaprReady"
+DAPR_CONTAINER = "daprd"  # the name Dapr's injector gives the sidecar
+# What lets the injected daprd pass the restricted Pod Security Standard (Dapr's chart value).
+DROP_ALL_HINT = (
+    "install Dapr with dapr_sidecar_injector.sidecarDropALLCapabilities=true so that the "
+    "injected daprd drops all capabilities, as the restricted Pod Security Standard requires"
+)
 
 
 def now_rfc3339() -> str:
@@ -100,12 +109,10 @@ def _assess(
     failure = _deployment_condition(deployment, "ReplicaFailure")
 
     if failure.get("status") == "True":
-        return (
-            "Degraded",
-            False,
-            failure.get("reason", "ReplicaFailure"),
-            failure.get("message", ""),
-        )
+        message = failure.get("message", "")
+        if _sidecar_refused(message):
+            message += f" ({DROP_ALL_HINT})"
+        return "Degraded", False, failure.get("reason", "ReplicaFailure"), message
     if progressing.get("reason") == "ProgressDeadlineExceeded":
         return "Degraded", False, "ProgressDeadlineExceeded", progressing.get("message", "")
     if status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
@@ -132,29 +139,130 @@ def _assess(
     return "Ready", True, "AllReplicasReady", f"{ready}/{wanted} replicas ready"
 
 
+@dataclass(frozen=True)
+class Sidecar:
+    """What one agent pod says about its Dapr sidecar: all the operator's pod index keeps."""
+
+    pod: str
+    injected: bool  # the pod has a daprd container (or native sidecar init container)
+    ready: bool  # daprd passes its readiness probe
+    pod_ready: bool
+    terminating: bool
+
+
+def sidecar_of(pod: dict[str, Any]) -> Sidecar:
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    # With dapr.io/enable-native-sidecar the injector adds daprd as an init container that runs
+    # beside the app (restartPolicy Always); otherwise as a container.
+    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
+    statuses = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+    return Sidecar(
+        pod=str((pod.get("metadata") or {}).get("name", "")),
+        injected=any(c.get("name") == DAPR_CONTAINER for c in containers),
+        ready=any(s.get("name") == DAPR_CONTAINER and s.get("ready") for s in statuses),
+        pod_ready=any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        ),
+        terminating=bool((pod.get("metadata") or {}).get("deletionTimestamp")),
+    )
+
+
+def _sidecar_refused(message: str) -> bool:
+    """Whether the ReplicaSet's pods were refused (Pod Security) because of the daprd container."""
+    return f'container "{DAPR_CONTAINER}"' in message and "forbidden" in message
+
+
+# Component problems first: the sidecar of a pod cannot make up for a Component it cannot load.
+_VERDICT_ORDER = ("NoDaprAPI", "Conflict", "Missing", "WrongType", "NotScoped")
+
+
+def _assess_dapr(
+    agent: api.AIAgent,
+    deployment: dict[str, Any] | None,
+    facts: list[ComponentFact],
+    sidecars: list[Sidecar] | None,
+) -> tuple[api.ConditionStatus, str, str]:
+    """(status, reason, message) of the DaprReady condition."""
+    for verdict in _VERDICT_ORDER:
+        for fact in facts:
+            problem = fact.problem(agent.namespace, dapr_app_id(agent))
+            if fact.verdict == verdict and problem:
+                return "False", problem[0], problem[1]
+    failure = _deployment_condition(deployment or {}, "ReplicaFailure")
+    if failure.get("status") == "True" and _sidecar_refused(failure.get("message", "")):
+        return "False", "SidecarRefused", f"{failure['message']} ({DROP_ALL_HINT})"
+    live = sorted((s for s in sidecars or [] if not s.terminating), key=lambda s: s.pod)
+    if not live:
+        return "Unknown", "NoPods", "no running pod to look for a daprd sidecar in"
+    missing = [s for s in live if not s.injected]
+    if missing:
+        return (
+            "False",
+            "SidecarNotInjected",
+            f"{len(missing)}/{len(live)} pods run without a daprd container (pod "
+            f"{missing[0].pod}): Dapr's sidecar injector is not installed or did not act on "
+            "them (pods created before it was running keep running without a sidecar)",
+        )
+    unready = [s for s in live if not s.ready]
+    if unready:
+        return (
+            "False",
+            "SidecarNotReady",
+            f"daprd is not ready in {len(unready)}/{len(live)} pods (pod {unready[0].pod})",
+        )
+    return "True", "SidecarsReady", f"daprd injected and ready in {len(live)}/{len(live)} pods"
+
+
 def compute_status(
     agent: api.AIAgent,
     deployment: dict[str, Any] | None,
     *,
     secret_problem: str | None = None,
     pods: list[dict[str, Any]] | None = None,
+    components: list[ComponentFact] | None = None,
+    sidecars: list[Sidecar] | None = None,
     cluster_domain: str = "cluster.local",
     now: str | None = None,
 ) -> api.AIAgentStatus:
     """The status an AIAgent should show, given its Deployment (None: not there), whether its
     API key Secret is usable (`secret_problem` says why not), and its pods (read only while not
-    every replica is ready; a stuck container makes the agent Failed or Degraded)."""
+    every replica is ready; a stuck container makes the agent Failed or Degraded).
+
+    With Dapr enabled, a DaprReady condition says whether every pod has a ready daprd and every
+    Component the spec names is usable (`components`, `sidecars`). It is reported beside Ready and
+    never changes the phase: the agent serves without its sidecar (sessions in process), and a
+    cluster without Dapr would otherwise show every agent Degraded, since Dapr is on by default.
+    """
     stuck = pod_problem(pods) if pods else None
     phase, ready, reason, message = _assess(agent, deployment, secret_problem, stuck)
     generation = _applied_generation(deployment)
-    condition = api.Condition(
-        type=READY,
-        status="True" if ready else "False",
-        reason=reason,
-        message=message,
-        observed_generation=generation,
-        last_transition_time=now or now_rfc3339(),
-    )
+    timestamp = now or now_rfc3339()
+    conditions = [
+        api.Condition(
+            type=READY,
+            status="True" if ready else "False",
+            reason=reason,
+            message=message,
+            observed_generation=generation,
+            last_transition_time=timestamp,
+        )
+    ]
+    if agent.spec.dapr.enabled:
+        dapr_status, dapr_reason, dapr_message = _assess_dapr(
+            agent, deployment, components or [], sidecars
+        )
+        conditions.append(
+            api.Condition(
+                type=DAPR_READY,
+                status=dapr_status,
+                reason=dapr_reason,
+                message=dapr_message,
+                observed_generation=generation,
+                last_transition_time=timestamp,
+            )
+        )
     deployment_status = (deployment or {}).get("status") or {}
     return api.AIAgentStatus(
         observed_generation=generation,
@@ -163,7 +271,7 @@ def compute_status(
         ready_replicas=deployment_status.get("readyReplicas", 0),
         selector=",".join(f"{k}={v}" for k, v in selector_labels(agent).items()),
         endpoint=endpoint(agent, cluster_domain),
-        conditions=[_keep_transition_time(agent.status, condition)],
+        conditions=[_keep_transition_time(agent.status, c) for c in conditions],
     )
 
 
@@ -177,11 +285,12 @@ def failed_status(agent: api.AIAgent, reason: str, message: str) -> api.AIAgentS
         observed_generation=agent.generation,
         last_transition_time=now_rfc3339(),
     )
+    others = [c for c in agent.status.conditions if c.type != READY]
     return agent.status.model_copy(
         update={
             "phase": "Failed",
             "observed_generation": agent.generation,
-            "conditions": [_keep_transition_time(agent.status, condition)],
+            "conditions": [_keep_transition_time(agent.status, condition), *others],
         }
     )
 

@@ -1,4 +1,4 @@
-"""A real Dapr sidecar (daprd, self-hosted mode) for tests, built from Go modules by build.sh.
+"""A real Dapr sidecar (daprd, self-hosted mode) for tests, built from Go modules by localcluster.
 
     from tests.dapr.sidecar import DaprSidecar, build_daprd
 
@@ -27,16 +27,17 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import weakref
 from pathlib import Path
 from typing import BinaryIO
 
-DAPR_DIR = Path(__file__).resolve().parent
-BUILD_SCRIPT = DAPR_DIR / "build.sh"
+from localcluster.daprbuild import build_dapr
+
 STATE_STORE = "statestore"
 
-# Set to a daprd binary to skip build.sh (e.g. a CI image that ships one).
+# Set to a daprd binary to skip the build (e.g. a CI image that ships one).
 DAPRD_ENV = "AIAGENT_DAPRD"
 
 _COMPONENT_YAML = f"""\
@@ -58,10 +59,11 @@ _SCRUBBED_ENV = {"APP_API_TOKEN", "NAMESPACE"}
 
 
 def build_daprd() -> Path:
-    """Builds daprd (or reuses the cached binary) and returns its path.
+    """Builds Dapr (or reuses the cached binary) and returns the path of its daprd.
 
-    A cold build takes a few minutes; with the binary cached it returns in well under a second.
-    build.sh's progress goes to this process's stderr.
+    The build is localcluster's (localcluster/dapr: one multi-call binary for the control plane
+    and the sidecar). A cold build takes a few minutes; with the binary cached it returns in well
+    under a second. The build's progress goes to this process's stderr.
     """
     override = os.environ.get(DAPRD_ENV)
     if override:
@@ -69,18 +71,7 @@ def build_daprd() -> Path:
         if not os.access(path, os.X_OK):
             raise FileNotFoundError(f"{DAPRD_ENV}={override} is not an executable")
         return path
-    proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{BUILD_SCRIPT} failed (exit {proc.returncode}); see its output above")
-    lines = proc.stdout.strip().splitlines()
-    if not lines:
-        raise RuntimeError(f"{BUILD_SCRIPT} printed no bin dir")
-    daprd = Path(lines[-1]) / "daprd"
-    if not os.access(daprd, os.X_OK):
-        raise RuntimeError(f"{BUILD_SCRIPT} reported {lines[-1]} but {daprd} is missing")
-    return daprd
+    return build_dapr() / "daprd"
 
 
 def _free_ports(n: int) -> list[int]:
@@ -107,12 +98,32 @@ def _stop_leftovers() -> None:
         sidecar.stop()
 
 
+PUBSUB = "pubsub"
+_PUBSUB_YAML = f"""\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: {PUBSUB}
+spec:
+  type: pubsub.in-memory
+  version: v1
+  metadata: []
+"""
+
+
 class DaprSidecar:
-    """daprd in self-hosted mode with one in-memory state store named ``statestore``.
+    """daprd in self-hosted mode with an in-memory state store named ``statestore`` and an
+    in-memory pub/sub named ``pubsub`` (messages reach only this daprd's app; with no
+    subscriber for a topic they are discarded).
 
     Use as a context manager (or call start()/stop()). Attributes once started:
     ``http_port``, ``grpc_port``, ``metrics_port``, ``url`` (http://127.0.0.1:<http_port>),
     ``workdir``, ``resources_dir``, ``log_path`` (daprd's stdout+stderr), ``startup_seconds``.
+
+    ``app_port``: the app daprd delivers to (it fetches ``GET /dapr/subscribe`` once the port
+    listens). ``resources``: more YAML documents for the resources dir (components, a
+    Resiliency, declarative subscriptions). ``env``: variables for daprd itself, set after the
+    scrubbing below (e.g. ``APP_API_TOKEN``).
 
     daprd runs in its own process group; stop() sends SIGTERM to the group, then SIGKILL after
     ``stop_timeout`` seconds, so no daprd outlives the context. If ``workdir`` is None a
@@ -130,6 +141,8 @@ class DaprSidecar:
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         extra_args: tuple[str, ...] | list[str] = (),
+        resources: tuple[str, ...] | list[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.daprd = Path(daprd)
         self.app_id = app_id
@@ -138,6 +151,8 @@ class DaprSidecar:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
+        self.resources = list(resources)
+        self.extra_env = dict(env or {})
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else None
         self.resources_dir: Path | None = None
@@ -159,6 +174,49 @@ class DaprSidecar:
         """Environment for the process under test: how it finds the sidecar."""
         return {"DAPR_HTTP_PORT": str(self.http_port)}
 
+    def publish(
+        self,
+        topic: str,
+        data: object,
+        *,
+        pubsub: str = PUBSUB,
+        content_type: str = "application/json",
+        metadata: dict[str, str] | None = None,
+    ) -> int:
+        """Publish through daprd's API (``POST /v1.0/publish/<pubsub>/<topic>``); returns the
+        HTTP status (204 once the broker has the message). ``data`` is sent as JSON unless it
+        is str/bytes; ``metadata`` become ``metadata.<key>`` query parameters (e.g.
+        ``{"cloudevent.id": "q-1"}`` sets the CloudEvent id)."""
+        if isinstance(data, bytes):
+            body = data
+        elif isinstance(data, str):
+            body = data.encode()
+        else:
+            body = json.dumps(data).encode()
+        query = urllib.parse.urlencode({f"metadata.{k}": v for k, v in (metadata or {}).items()})
+        url = f"{self.url}/v1.0/publish/{pubsub}/{topic}" + (f"?{query}" if query else "")
+        req = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def metadata(self) -> dict[str, object]:
+        """daprd's ``GET /v1.0/metadata``: components, subscriptions, app connection."""
+        with urllib.request.urlopen(f"{self.url}/v1.0/metadata", timeout=5) as resp:
+            value: dict[str, object] = json.loads(resp.read())
+            return value
+
+    def subscribed_topics(self) -> set[str]:
+        """Topics daprd has subscriptions for (programmatic ones appear once the app answered
+        ``GET /dapr/subscribe``)."""
+        subscriptions = self.metadata().get("subscriptions") or []
+        assert isinstance(subscriptions, list)
+        return {str(s.get("topic")) for s in subscriptions if isinstance(s, dict)}
+
     def logs(self, max_bytes: int = 20_000) -> str:
         """The tail of daprd's log (for assertion messages)."""
         if self.log_path is None or not self.log_path.exists():
@@ -179,6 +237,9 @@ class DaprSidecar:
         self.resources_dir = self.workdir / "resources"
         self.resources_dir.mkdir(exist_ok=True)
         (self.resources_dir / f"{STATE_STORE}.yaml").write_text(_COMPONENT_YAML)
+        (self.resources_dir / f"{PUBSUB}.yaml").write_text(_PUBSUB_YAML)
+        for i, document in enumerate(self.resources):
+            (self.resources_dir / f"extra-{i}.yaml").write_text(document)
         self.log_path = self.workdir / "daprd.log"
 
         # The ports are picked here and bound by daprd a moment later, so another process can
@@ -252,6 +313,7 @@ class DaprSidecar:
             for k, v in os.environ.items()
             if not k.startswith(_SCRUBBED_ENV_PREFIXES) and k not in _SCRUBBED_ENV
         }
+        env.update(self.extra_env)
         if self._log_file is not None:
             self._log_file.close()
         assert self.log_path is not None
@@ -326,7 +388,7 @@ def _self_check() -> int:
     t0 = time.monotonic()
     daprd = build_daprd()
     build_s = time.monotonic() - t0
-    print(f"daprd: {daprd} (build.sh took {build_s:.1f}s)")
+    print(f"daprd: {daprd} (build took {build_s:.1f}s)")
     with DaprSidecar(daprd) as dapr:
         print(f"daprd ready in {dapr.startup_seconds:.2f}s on {dapr.url} (log: {dapr.log_path})")
         base = f"{dapr.url}/v1.0/state/{STATE_STORE}"

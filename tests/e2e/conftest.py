@@ -77,9 +77,47 @@ def operator(
     """One operator for the session, watching the `e2e-*` namespaces. Standalone: the resilience
     tests start operators of their own in namespaces of their own."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(kubeconfig, log, standalone="true", watch_namespaces="e2e-*").start()
+    process = OperatorProcess(
+        kubeconfig,
+        log,
+        standalone="true",
+        watch_namespaces="e2e-*",
+        component_retry_seconds="3",
+    ).start()
     yield process
     process.stop()
+
+
+DAPR_COMPONENTS_CRD = "components.dapr.io"
+
+
+def dapr_crds_dir() -> Path:
+    """Dapr's own CRDs, from the dapr module source at the pin (downloaded if missing)."""
+    from localcluster.daprbuild import dapr_source
+
+    return dapr_source() / "charts" / "dapr" / "crds"
+
+
+def install_dapr_crds(kubectl: Kubectl) -> None:
+    """What `helm install dapr` puts in first; no Dapr control plane runs (kwok nodes run no
+    sidecar anyway), so Components exist as objects only."""
+    if kubectl.get("crd", DAPR_COMPONENTS_CRD) is None:
+        kubectl.run("apply", "-f", str(dapr_crds_dir()))
+    kubectl.run(
+        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{DAPR_COMPONENTS_CRD}"
+    )
+
+
+def remove_dapr_crds(kubectl: Kubectl) -> None:
+    """A cluster without Dapr (deleting the CRDs deletes every Component too)."""
+    kubectl.run("delete", "-f", str(dapr_crds_dir()), "--ignore-not-found", "--wait=true")
+    wait_for("Dapr's CRDs gone", lambda: kubectl.get("crd", DAPR_COMPONENTS_CRD) is None)
+
+
+@pytest.fixture
+def dapr_crds(kubectl: Kubectl) -> None:
+    """Dapr's CRDs in the cluster (left there: later tests may use them too)."""
+    install_dapr_crds(kubectl)
 
 
 def create_namespace(kubectl: Kubectl, prefix: str) -> str:

@@ -17,7 +17,9 @@ from localcluster.kubectl import (
 pytestmark = pytest.mark.usefixtures("operator", "api_key_secrets")
 
 
-@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+@pytest.mark.parametrize(
+    "example", sorted(str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.yaml"))
+)
 def test_example_becomes_ready(
     kubectl: Kubectl, namespace: str, example: str, operator: OperatorProcess
 ) -> None:
@@ -48,6 +50,10 @@ def test_example_becomes_ready(
     assert status["endpoint"] == f"http://{name}.{namespace}.svc.cluster.local{suffix}"
     ready = condition(agent, "Ready")
     assert ready["status"] == "True" and ready["reason"] == "AllReplicasReady"
+    # DaprReady beside Ready when Dapr is on (False here on kwok: no sidecar injector).
+    dapr_ready = condition(agent, "DaprReady")
+    assert bool(dapr_ready) == spec.get("dapr", {}).get("enabled", True)
+    assert not dapr_ready or (dapr_ready["reason"] and dapr_ready["message"])
 
     configmap = kubectl.get("configmap", f"{name}-agent", namespace)
     assert configmap is not None

@@ -34,7 +34,7 @@ from localcluster.kubectl import (
 )
 from tests.unit.test_argocd_health import FIXTURES, argocd_health
 
-from .conftest import create_api_key_secrets, create_namespace
+from .conftest import create_api_key_secrets, create_namespace, install_dapr_crds
 
 CHART = REPO / "charts" / "aiagent-operator"
 RECORD = os.environ.get("AIAGENT_RECORD_FIXTURES") == "1"
@@ -358,6 +358,34 @@ def test_example_becomes_ready_as_the_chart_service_account(
     # The most telling one: replicas counted (else the rollout not yet seen by its controller).
     rolling.sort(key=lambda v: "replicas" not in v["status"]["conditions"][0]["message"])
     record("progressing-scale-up", rolling[0])
+    assert forbidden(release.operator) == []
+
+
+def test_dapr_components_as_the_chart_service_account(
+    kubectl: Kubectl, namespaced: tuple[Release, str]
+) -> None:
+    """The chart's Role covers what the operator does with Dapr Components: watch and read them,
+    create and apply the declared ones, delete the dropped ones (Dapr's CRDs may arrive after
+    the operator started, as here when this test runs alone)."""
+    release, agents = namespaced
+    install_dapr_crds(kubectl)
+    manifest = load_example("dapr/helpdesk.yaml", replicas=1)
+    kubectl.apply(manifest, namespace=agents)
+
+    def components() -> dict[str, str]:
+        items = kubectl.list("components.dapr.io", agents, "aiagents.dev/agent=helpdesk")
+        return {c["metadata"]["name"]: c["metadata"]["ownerReferences"][0]["name"] for c in items}
+
+    wait_for(
+        "both Components created",
+        lambda: components() == {"helpdesk-memory": "helpdesk", "helpdesk-bus": "helpdesk"},
+        timeout=90,
+    )
+    phase_of(kubectl, agents, "helpdesk", "Ready", readyReplicas=1)
+    del manifest["spec"]["dapr"]["pubsub"], manifest["spec"]["dapr"]["subscribe"]
+    kubectl.apply(manifest, namespace=agents)
+    wait_for("the pub/sub pruned", lambda: components() == {"helpdesk-memory": "helpdesk"})
+    kubectl.run("delete", "aiagent", "helpdesk", namespace=agents)
     assert forbidden(release.operator) == []
 
 

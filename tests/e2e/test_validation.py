@@ -78,6 +78,111 @@ CASES = [
         ["MODEL_API_KEY is set by the operator"],
     ),
     (
+        "Dapr state store in the old string form",
+        "bad-dapr-string",
+        with_changes(dapr={"stateStore": "statestore"}),
+        ["spec.dapr.stateStore", 'must be of type object: "string"'],
+    ),
+    (
+        "state store of a pub/sub type",
+        "bad-dapr-type",
+        with_changes(dapr={"stateStore": {"name": "m", "type": "pubsub.redis"}}),
+        ["spec.dapr.stateStore.type", "must start with 'state.' (a Dapr state store"],
+    ),
+    (
+        "pub/sub of a state type",
+        "bad-dapr-pubsub-type",
+        with_changes(dapr={"pubsub": {"name": "bus", "type": "state.redis"}}),
+        ["spec.dapr.pubsub.type", "must start with 'pubsub.'"],
+    ),
+    (
+        "metadata entry with both value and secretKeyRef",
+        "bad-dapr-both",
+        with_changes(
+            dapr={
+                "stateStore": {
+                    "name": "m",
+                    "type": "state.redis",
+                    "metadata": [
+                        {
+                            "name": "redisPassword",
+                            "value": "sk-x",
+                            "secretKeyRef": {"name": "r", "key": "p"},
+                        }
+                    ],
+                }
+            }
+        ),
+        [
+            "spec.dapr.stateStore.metadata[0]",
+            "metadata entries need exactly one of value or secretKeyRef",
+        ],
+    ),
+    (
+        "metadata entry with neither",
+        "bad-dapr-neither",
+        with_changes(
+            dapr={
+                "stateStore": {
+                    "name": "m",
+                    "type": "state.redis",
+                    "metadata": [{"name": "redisHost"}],
+                }
+            }
+        ),
+        ["metadata entries need exactly one of value or secretKeyRef"],
+    ),
+    (
+        "metadata without a type",
+        "bad-dapr-metadata",
+        with_changes(
+            dapr={
+                "stateStore": {"name": "m", "metadata": [{"name": "redisHost", "value": "r:6379"}]}
+            }
+        ),
+        ["spec.dapr.stateStore.metadata", "needs spec.dapr.stateStore.type"],
+    ),
+    (
+        "version without a type",
+        "bad-dapr-version",
+        with_changes(dapr={"pubsub": {"name": "bus", "version": "v2"}}),
+        ["spec.dapr.pubsub.version", "needs spec.dapr.pubsub.type"],
+    ),
+    (
+        "subscribe without pubsub",
+        "bad-dapr-subscribe",
+        with_changes(dapr={"subscribe": {"topic": "questions"}}),
+        ["spec.dapr.subscribe", "spec.dapr.subscribe needs spec.dapr.pubsub"],
+    ),
+    (
+        "reply topic equal to the topic",
+        "bad-dapr-reply",
+        with_changes(
+            dapr={"pubsub": {"name": "bus"}, "subscribe": {"topic": "q", "replyTopic": "q"}}
+        ),
+        ["spec.dapr.subscribe.replyTopic", "must differ from topic"],
+    ),
+    (
+        "one Component as state store and pub/sub",
+        "bad-dapr-same",
+        with_changes(dapr={"stateStore": {"name": "c"}, "pubsub": {"name": "c"}}),
+        ["spec.dapr.pubsub.name", "must differ"],
+    ),
+    (
+        "duplicate metadata names",
+        "bad-dapr-duplicate",
+        with_changes(
+            dapr={
+                "stateStore": {
+                    "name": "m",
+                    "type": "state.redis",
+                    "metadata": [{"name": "a", "value": "1"}, {"name": "a", "value": "2"}],
+                }
+            }
+        ),
+        ["spec.dapr.stateStore.metadata[1]", "Duplicate value"],
+    ),
+    (
         "name too long for the children",
         "a" * 64,
         GOOD,

@@ -45,7 +45,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     wait_for_image_prefetch()
     before = hoststate.snapshot()
     cluster = LocalCluster(
-        tmp_path_factory.mktemp("node-cluster"), real_node=True, hpa_downscale_window="20s"
+        tmp_path_factory.mktemp("node-cluster"),
+        real_node=True,
+        hpa_downscale_window="20s",
+        dapr=True,  # every agent pod gets Dapr's sidecar, as in a cluster with Dapr installed
     )
     with cluster:
         yield cluster

@@ -4,8 +4,6 @@ official `openai` one), running as the restricted profile says, logging JSON wit
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import time
 import urllib.request
 from typing import Any
@@ -122,31 +120,13 @@ def test_port_forward_reaches_the_agent(
     kubectl: Kubectl, support_bot: tuple[str, dict[str, Any]]
 ) -> None:
     namespace, _ = support_bot
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    forward = subprocess.Popen(
-        [
-            kubectl.binary,
-            f"--kubeconfig={kubectl.kubeconfig}",
-            f"--namespace={namespace}",
-            "port-forward",
-            "service/support-bot",
-            f"{port}:80",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with kubectl.port_forward("service/support-bot", 80, namespace) as port:
         answer = wait_for(
             "an answer through kubectl port-forward",
             lambda: _try_invoke(f"http://127.0.0.1:{port}", "via port-forward"),
             timeout=30,
         )
         assert "via port-forward" in answer["output"]
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
 
 
 def _try_invoke(url: str, text: str) -> dict[str, Any] | None:
@@ -196,4 +176,47 @@ def test_pods_reach_services_but_nothing_outside(
         "TimeoutError",
     )
     assert connect("10.244.3.7", 8080) == "ConnectionRefusedError"  # a kwok pod's fake address
+    assert guard.leaked() == 0
+
+
+RESOLVE = (
+    "import socket, sys, time\n"
+    "t = time.monotonic()\n"
+    "try: print(socket.gethostbyname(sys.argv[1]), end=' ')\n"
+    "except OSError as e: print(type(e).__name__, end=' ')\n"
+    "print(round(time.monotonic() - t, 1))\n"
+)
+
+
+def test_pods_resolve_cluster_names_and_nothing_else(
+    kubectl: Kubectl, support_bot: tuple[str, dict[str, Any]]
+) -> None:
+    """Cluster DNS (CoreDNS on the node's address): Service names resolve, short ones through
+    the search path; other names fail at once, since nothing is ever asked outside."""
+    from localcluster import guard
+
+    namespace, pod = support_bot
+    svc = kubectl.get("service", "support-bot", namespace) or {}
+
+    def lookup(host: str) -> tuple[str, float]:
+        out = kubectl.run(
+            "exec",
+            pod["metadata"]["name"],
+            "-c",
+            "agent",
+            "--",
+            "python",
+            "-c",
+            RESOLVE,
+            host,
+            namespace=namespace,
+        ).stdout.split()
+        return out[0], float(out[1])
+
+    assert lookup("kubernetes.default.svc.cluster.local")[0] == "10.0.0.1"
+    assert lookup("kubernetes.default")[0] == "10.0.0.1"  # the pod's search path
+    assert lookup("support-bot")[0] == svc["spec"]["clusterIP"]  # its own namespace first
+    answer, seconds = lookup("example.com")
+    assert answer == "gaierror", answer
+    assert seconds < 2, f"a name outside the cluster took {seconds}s to fail (a forward?)"
     assert guard.leaked() == 0

@@ -1,8 +1,13 @@
-"""Conversation memory through a real Dapr sidecar (daprd, built from Go modules) survives a
-runtime restart; in-process memory does not."""
+"""Conversation memory through a real Dapr sidecar (daprd, built from Go modules): it survives a
+runtime restart, is shared by runtimes on one store (replicas), and keeps every turn when turns
+of one session run at the same time (first-write-wins saves with ETags); in-process memory is
+lost on restart."""
 
 from __future__ import annotations
 
+import re
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -38,6 +43,8 @@ def test_sessions_survive_a_restart_with_dapr(
     first = runtime_factory(config, env=dapr.env())
     assert say(first.base_url, "remember me", "s-1") == "Echo: remember me (turn 1)"
     assert "sessions in dapr" in first.log()
+    # No pub/sub configured: no subscription (a 404 is what Dapr reads as "no topics").
+    assert httpx.get(f"{first.base_url}/dapr/subscribe").status_code == 404
     first.stop()
 
     second = runtime_factory(config, env=dapr.env())
@@ -73,3 +80,73 @@ def test_dapr_outage_is_a_502_not_a_hang(
     )
     assert response.status_code == 502
     assert response.json()["error"]["type"] == "session_store_error"
+
+
+def test_replicas_on_one_store_continue_each_others_sessions(
+    runtime_factory: RuntimeFactory, model_server: ModelServer, dapr: DaprSidecar
+) -> None:
+    config = agent_config(
+        "langchain", model_server, dapr={"enabled": True, "stateStore": STATE_STORE}
+    )
+    one = runtime_factory(config, env=dapr.env())
+    two = runtime_factory(config, env=dapr.env())  # both running, like two replicas
+    assert say(one.base_url, "first", "r-1") == "Echo: first (turn 1)"
+    assert say(two.base_url, "second", "r-1") == "Echo: second (turn 2)"
+    assert say(one.base_url, "third", "r-1") == "Echo: third (turn 3)"
+
+
+def conflicts(base_url: str) -> float:
+    text = httpx.get(f"{base_url}/metrics").text
+    found = re.search(r"^aiagent_session_conflicts_total ([0-9.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_concurrent_turns_of_one_session_all_land(
+    runtime_factory: RuntimeFactory, model_server: ModelServer, dapr: DaprSidecar
+) -> None:
+    # unhurried-model answers after 1.5 s, so each turn is read before any is saved.
+    config = agent_config(
+        "langchain",
+        model_server,
+        model={"name": "unhurried-model"},
+        dapr={"enabled": True, "stateStore": STATE_STORE},
+    )
+    runtime = runtime_factory(config, env=dapr.env())
+    questions = [f"concurrent {i}" for i in range(3)]
+    outputs: dict[str, str] = {}
+
+    def ask(question: str) -> None:
+        outputs[question] = say(runtime.base_url, question, "c-1")
+
+    threads = [threading.Thread(target=ask, args=(q,)) for q in questions]
+    for thread in threads:
+        thread.start()
+    # Once the model has seen every question while the store still has nothing, every turn
+    # was answered from the same (empty) history: all but the first save must conflict.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = {
+            str(m.get("content"))
+            for r in model_server.recorder.requests
+            for m in r["messages"]
+            if m.get("role") == "user"
+        }
+        if set(questions) <= seen:
+            break
+        time.sleep(0.02)
+    key = f"{dapr.url}/v1.0/state/{STATE_STORE}/langchain-bot__c-1"
+    read_before_any_save = httpx.get(key).status_code == 204
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert outputs == {q: f"Echo: {q} (turn 1)" for q in questions}
+    stored = httpx.get(key).json()
+    assert len(stored) == 2 * len(questions), stored  # no turn lost
+    for question_message, answer_message in zip(stored[::2], stored[1::2], strict=True):
+        assert question_message["role"] == "user" and answer_message["role"] == "assistant"
+        assert answer_message["content"] == f"Echo: {question_message['content']} (turn 1)"
+    assert {m["content"] for m in stored[::2]} == set(questions)
+    if read_before_any_save:
+        assert conflicts(runtime.base_url) >= len(questions) - 1
+    # The next turn sees the whole conversation.
+    assert say(runtime.base_url, "after", "c-1") == f"Echo: after (turn {len(questions) + 1})"

@@ -13,7 +13,7 @@ from aiagent_operator import api
 from aiagent_operator.settings import OperatorSettings
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+EXAMPLES = sorted((REPO / "examples").rglob("*.yaml"))  # dapr/ too
 
 
 def make_agent(spec: dict[str, Any] | None = None, **meta: Any) -> api.AIAgent:

@@ -82,6 +82,22 @@ def test_ready_false_in_phase_ready_is_not_healthy() -> None:
     assert argocd_health(obj)["status"] == "Progressing"
 
 
+def test_dapr_ready_false_leaves_a_ready_agent_healthy() -> None:
+    # DaprReady reports the sidecars and Components beside Ready; health follows Ready alone.
+    obj = copy.deepcopy(load_fixture("ready"))
+    dapr = {
+        "type": "DaprReady",
+        "status": "False",
+        "reason": "SidecarNotInjected",
+        "message": "2/2 pods run without a daprd container",
+    }
+    obj["status"]["conditions"].append(dapr)
+    ready = obj["status"]["conditions"][0]
+    assert argocd_health(obj) == {"status": "Healthy", "message": ready["message"]}
+    obj["status"]["conditions"].reverse()  # wherever it sits in the list
+    assert argocd_health(obj)["status"] == "Healthy"
+
+
 def test_failed_without_a_message_still_says_why() -> None:
     obj = copy.deepcopy(load_fixture("failed-child-refused"))
     obj["status"]["conditions"] = []

@@ -41,8 +41,12 @@ NAMESPACED_GRANTS = {
     },
     ("", "secrets", "get"),
     ("", "events", "create"),
-    # Agent pods, to report a crash loop or an image pull failure (tests/node proves it).
+    # Agent pods, to report a crash loop or an image pull failure (tests/node proves it), and
+    # whether their Dapr sidecar is injected and ready.
     *{("", "pods", v) for v in ("list", "watch")},
+    # Dapr Components an AIAgent declares: created, applied, checked for their owner, pruned;
+    # all watched (tests/e2e/test_helm_install.py does so as the chart's ServiceAccount).
+    *{("dapr.io", "components", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
 }
 
 

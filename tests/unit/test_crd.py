@@ -100,6 +100,61 @@ def test_cel_rules(schema: dict[str, Any]) -> None:
         assert rule["message"], "every rule says what to do"
 
 
+def test_dapr_components_schema(schema: dict[str, Any]) -> None:
+    dapr = schema["properties"]["spec"]["properties"]["dapr"]
+    for field, prefix in (("stateStore", "state."), ("pubsub", "pubsub.")):
+        ref = dapr["properties"][field]
+        assert ref["type"] == "object" and ref["required"] == ["name"]
+        assert "default" not in ref["properties"]["version"]  # v1 only with type, set at render
+        rules = {r["rule"]: r["message"] for r in ref["x-kubernetes-validations"]}
+        assert rules[f"!has(self.type) || self.type.startsWith('{prefix}')"] == (
+            f"spec.dapr.{field}.type must start with '{prefix}' (a Dapr "
+            f"{'state store' if field == 'stateStore' else 'pub/sub'} component type, e.g. "
+            f"{prefix}redis)"
+        )
+        assert (
+            f"spec.dapr.{field}.version needs spec.dapr.{field}.type"
+            in rules["has(self.type) || !has(self.version)"]
+        )
+        assert (
+            f"spec.dapr.{field}.metadata needs spec.dapr.{field}.type"
+            in rules["has(self.type) || !has(self.metadata) || size(self.metadata) == 0"]
+        )
+        metadata = ref["properties"]["metadata"]
+        # One entry per name (server-side apply merges by it), each a value or a Secret key.
+        assert metadata["x-kubernetes-list-type"] == "map"
+        assert metadata["x-kubernetes-list-map-keys"] == ["name"]
+        (entry_rule,) = metadata["items"]["x-kubernetes-validations"]
+        assert entry_rule == {
+            "rule": "has(self.value) != has(self.secretKeyRef)",
+            "message": "metadata entries need exactly one of value or secretKeyRef",
+        }
+        assert metadata["items"]["properties"]["secretKeyRef"]["required"] == ["name", "key"]
+    rules = {r["rule"]: r["message"] for r in dapr["x-kubernetes-validations"]}
+    assert rules["!has(self.subscribe) || has(self.pubsub)"].startswith(
+        "spec.dapr.subscribe needs spec.dapr.pubsub"
+    )
+    assert dapr["properties"]["subscribe"]["required"] == ["topic"]
+
+
+@pytest.mark.parametrize(
+    "dapr",
+    [
+        {"stateStore": "statestore"},  # the old string form
+        {"stateStore": {"type": "state.redis"}},  # no name
+        {"stateStore": {"name": "Not_A_Name"}},
+        {"pubsub": {"name": "bus", "type": "redis"}},  # not a component type
+        {"stateStore": {"name": "m", "type": "state.redis", "version": "1"}},
+        {"stateStore": {"name": "m", "type": "state.redis", "metadata": [{"value": "x"}]}},
+        {"subscribe": {"replyTopic": "answers"}},  # no topic
+    ],
+)
+def test_schema_refuses_bad_dapr_specs(dapr: dict[str, Any], schema: dict[str, Any]) -> None:
+    spec = {"framework": "langchain", "model": {"name": "m"}, "dapr": dapr}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(spec, schema["properties"]["spec"])
+
+
 def test_crd_metadata() -> None:
     doc = crd.aiagent_crd()
     names = doc["spec"]["names"]

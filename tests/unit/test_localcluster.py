@@ -76,3 +76,79 @@ def test_containerd_restricts_oom_score_changes(real_node, tmp_path: Path) -> No
     toml = real_node.containerd_config(tmp_path)
     assert "restrict_oom_score_adj = true" in toml
     assert "netns_mounts_under_state_dir = true" in toml
+
+
+# -- cluster DNS (localcluster/dns.py, localcluster/coredns/) -----------------------------------
+
+
+def cluster_dns(tmp_path: Path, address: str = "10.245.0.1", port: int = 53):  # type: ignore[no-untyped-def]
+    from localcluster.dns import ClusterDNS
+
+    dns = ClusterDNS(
+        Path("/bin"),
+        tmp_path,
+        object(),  # type: ignore[arg-type]  the Corefile needs no control plane
+        address,
+        port,
+        reverse_cidrs=[SERVICE_CIDR, "10.244.0.0/16", "10.245.0.0/24"],
+    )
+    dns.ready_port = 8181
+    return dns
+
+
+def test_reverse_zones_follow_label_boundaries() -> None:
+    from localcluster.dns import reverse_zones
+
+    assert reverse_zones("10.0.0.0/24") == ["0.0.10.in-addr.arpa"]
+    assert reverse_zones("10.244.0.1/16") == ["244.10.in-addr.arpa"]  # a host address is fine
+    assert reverse_zones("10.0.0.0/23") == ["0.0.10.in-addr.arpa", "1.0.10.in-addr.arpa"]
+    assert reverse_zones("fd00:10::/32") == ["0.1.0.0.0.0.d.f.ip6.arpa"]
+
+
+def test_cluster_dns_never_forwards(tmp_path: Path) -> None:
+    corefile = cluster_dns(tmp_path).corefile()
+    directives = {line.split()[0] for line in corefile.splitlines() if line.startswith("    ")}
+    assert "forward" not in directives and "template" in directives
+    # Every name outside the cluster's zones: an immediate NXDOMAIN from the catch-all block.
+    catch_all = corefile[corefile.index(".:53 {") :]
+    assert "template ANY ANY {\n        rcode NXDOMAIN" in catch_all
+    # Both blocks bound to the one address; readiness on loopback, never on the pods' side.
+    assert corefile.count("bind 10.245.0.1\n") == 2
+    assert "ready 127.0.0.1:8181" in corefile
+
+
+def test_cluster_dns_serves_the_domain_and_reverse_zones(tmp_path: Path) -> None:
+    corefile = cluster_dns(tmp_path, "127.0.0.1", 5353).corefile()
+    zones = "cluster.local 0.0.10.in-addr.arpa 244.10.in-addr.arpa 0.245.10.in-addr.arpa"
+    assert " ".join(f"{z}:5353" for z in zones.split()) + " {" in corefile
+    assert f"kubernetes {zones} {{" in corefile
+    # Headless StatefulSet names come from EndpointSlice hostnames; pod-IP names only for real pods.
+    assert "pods verified" in corefile and "ttl 5" in corefile
+    assert f"kubeconfig {tmp_path / 'coredns' / 'coredns.kubeconfig'}" in corefile
+
+
+def test_cluster_dns_rbac_only_reads() -> None:
+    from localcluster.dns import rbac_manifests
+
+    (_, role), (_, binding) = rbac_manifests()
+    assert {verb for rule in role["rules"] for verb in rule["verbs"]} == {"list", "watch"}
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}
+    ]
+
+
+def test_coredns_links_only_its_directives_and_the_pinned_version() -> None:
+    import re
+
+    from localcluster.binaries import versions
+    from localcluster.paths import HERE
+
+    main = (HERE / "coredns" / "main.go").read_text()
+    linked = set(re.findall(r'_ "github.com/coredns/coredns/plugin/(\w+)"', main))
+    directives = re.search(r"directives = \[\]string\{(.*?)\}", main, re.S)
+    assert directives is not None
+    assert set(re.findall(r'"(\w+)"', directives.group(1))) == linked
+    # Nothing that asks another server: no forward, grpc, etcd, cloud DNS or secondary.
+    assert not linked & {"forward", "grpc", "etcd", "route53", "azure", "clouddns", "secondary"}
+    gomod = (HERE / "coredns" / "go.mod").read_text()
+    assert f"require github.com/coredns/coredns {versions()['COREDNS_VERSION']}\n" in gomod

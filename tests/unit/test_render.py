@@ -334,3 +334,38 @@ def test_render_is_pure(agent_factory: AgentFactory, settings: OperatorSettings)
     before = agent.model_dump()
     assert render.render_children(agent, settings) == render.render_children(agent, settings)
     assert agent.model_dump() == before
+
+
+def test_runtime_config_names_the_components_only(agent_factory: AgentFactory) -> None:
+    # agent.yaml keeps each Component's name: the runtime talks to its sidecar by name, and the
+    # definition (metadata, Secret references) is the operator's business alone.
+    dapr = {
+        "stateStore": {
+            "name": "agent-memory",
+            "type": "state.redis",
+            "metadata": [
+                {"name": "redisHost", "value": "10.245.0.1:6379"},
+                {"name": "redisPassword", "secretKeyRef": {"name": "redis", "key": "password"}},
+            ],
+        },
+        "pubsub": {"name": "bus"},
+        "subscribe": {"topic": "questions", "replyTopic": "answers"},
+    }
+    text = render.render_configmap(agent_factory(spec(dapr=dapr)))["data"]["agent.yaml"]
+    config = yaml.safe_load(text)["dapr"]
+    assert config["stateStore"] == "agent-memory" and config["pubsub"] == "bus"
+    assert config["subscribe"]["topic"] == "questions"
+    assert config["subscribe"]["replyTopic"] == "answers"
+    for absent in ("redisHost", "redisPassword", "secretKeyRef", "state.redis"):
+        assert absent not in text
+
+
+def test_components_are_not_deployment_children(
+    agent_factory: AgentFactory, settings: OperatorSettings
+) -> None:
+    # Inline Components are applied apart from the other children (after an ownership check),
+    # and pruned by name rather than by kind.
+    dapr = {"stateStore": {"name": "agent-memory", "type": "state.redis"}}
+    kinds = {c["kind"] for c in render.render_children(agent_factory(spec(dapr=dapr)), settings)}
+    assert "Component" not in kinds
+    assert all(kind != "Component" for _, kind in render.PRUNABLE)

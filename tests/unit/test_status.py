@@ -8,8 +8,15 @@ from typing import Any
 import pytest
 
 from aiagent_operator import api
+from aiagent_operator.components import ComponentFact, Verdict
 from aiagent_operator.reconcile import is_subset
-from aiagent_operator.status import compute_status, failed_status, status_patch
+from aiagent_operator.status import (
+    Sidecar,
+    compute_status,
+    failed_status,
+    sidecar_of,
+    status_patch,
+)
 
 AgentFactory = Callable[..., api.AIAgent]
 NOW = "2026-11-23T12:00:00Z"
@@ -238,3 +245,179 @@ def test_an_unpullable_image_says_so(agent_factory: AgentFactory) -> None:
     assert status.conditions[0].message == (
         "pod bot-7d9f-abcde: container agent ErrImageNeverPull: image not present"
     )
+
+
+# -- DaprReady: the sidecar of every pod, and the Components the spec names.
+
+
+def dapr_pod(
+    name: str = "bot-1",
+    injected: bool = True,
+    daprd_ready: bool = True,
+    native: bool = False,
+    terminating: bool = False,
+) -> dict[str, Any]:
+    containers = [{"name": "agent"}]
+    statuses = [{"name": "agent", "ready": True}]
+    daprd = {"name": "daprd", "ready": daprd_ready}
+    spec: dict[str, Any] = {"containers": containers}
+    status: dict[str, Any] = {
+        "containerStatuses": statuses,
+        "conditions": [{"type": "Ready", "status": "True" if daprd_ready else "False"}],
+    }
+    if injected and native:  # dapr.io/enable-native-sidecar: an init container that keeps running
+        spec["initContainers"] = [{"name": "daprd", "restartPolicy": "Always"}]
+        status["initContainerStatuses"] = [daprd]
+    elif injected:
+        containers.append({"name": "daprd"})
+        statuses.append(daprd)
+    metadata: dict[str, Any] = {"name": name}
+    if terminating:
+        metadata["deletionTimestamp"] = NOW
+    return {"metadata": metadata, "spec": spec, "status": status}
+
+
+def dapr_condition(status: api.AIAgentStatus) -> api.Condition:
+    (condition,) = [c for c in status.conditions if c.type == "DaprReady"]
+    return condition
+
+
+def dapr_status(agent: api.AIAgent, pods: list[dict[str, Any]], **kw: Any) -> api.AIAgentStatus:
+    sidecars = [sidecar_of(p) for p in pods]
+    return compute_status(agent, deployment(), sidecars=sidecars, now=NOW, **kw)
+
+
+def test_sidecar_of() -> None:
+    assert sidecar_of(dapr_pod()) == Sidecar("bot-1", True, True, True, False)
+    assert sidecar_of(dapr_pod(native=True)) == Sidecar("bot-1", True, True, True, False)
+    assert sidecar_of(dapr_pod(injected=False)) == Sidecar("bot-1", False, False, True, False)
+    assert sidecar_of(dapr_pod(daprd_ready=False)) == Sidecar("bot-1", True, False, False, False)
+    assert sidecar_of(dapr_pod(terminating=True)).terminating
+    assert sidecar_of({"metadata": {"name": "p"}}) == Sidecar("p", False, False, False, False)
+
+
+def test_dapr_ready_when_every_pod_has_a_ready_daprd(agent_factory: AgentFactory) -> None:
+    status = dapr_status(agent_factory(), [dapr_pod("bot-1"), dapr_pod("bot-2", native=True)])
+    condition = dapr_condition(status)
+    assert (condition.status, condition.reason) == ("True", "SidecarsReady")
+    assert condition.message == "daprd injected and ready in 2/2 pods"
+    assert condition.observed_generation == 3 and condition.last_transition_time == NOW
+
+
+@pytest.mark.parametrize(
+    ("pods", "reason", "fragment"),
+    [
+        ([dapr_pod("bot-1"), dapr_pod("bot-2", injected=False)], "SidecarNotInjected",
+         "1/2 pods run without a daprd container (pod bot-2): Dapr's sidecar injector is not "
+         "installed or did not act on them"),
+        ([dapr_pod("bot-1", daprd_ready=False), dapr_pod("bot-2")], "SidecarNotReady",
+         "daprd is not ready in 1/2 pods (pod bot-1)"),
+    ],
+)  # fmt: skip
+def test_dapr_not_ready_says_which_pod(
+    agent_factory: AgentFactory, pods: list[dict[str, Any]], reason: str, fragment: str
+) -> None:
+    condition = dapr_condition(dapr_status(agent_factory(), pods))
+    assert (condition.status, condition.reason) == ("False", reason)
+    assert fragment in condition.message
+
+
+def test_terminating_pods_and_no_pods(agent_factory: AgentFactory) -> None:
+    old = dapr_pod("bot-0", injected=False, terminating=True)
+    condition = dapr_condition(dapr_status(agent_factory(), [old, dapr_pod("bot-1")]))
+    assert condition.reason == "SidecarsReady"  # a pod on its way out does not count
+    condition = dapr_condition(dapr_status(agent_factory(), [old]))
+    assert (condition.status, condition.reason) == ("Unknown", "NoPods")
+    unknown = compute_status(agent_factory(), deployment(), now=NOW)  # nothing known of pods
+    assert dapr_condition(unknown).status == "Unknown"
+
+
+def test_dapr_ready_never_changes_the_phase(agent_factory: AgentFactory) -> None:
+    status = dapr_status(agent_factory(), [dapr_pod(injected=False)])
+    assert dapr_condition(status).status == "False"
+    assert status.phase == "Ready" and ready_condition(status).status == "True"
+
+
+def test_no_dapr_ready_condition_when_dapr_is_off(agent_factory: AgentFactory) -> None:
+    agent = agent_factory(
+        {"framework": "langchain", "model": {"name": "m"}, "dapr": {"enabled": False}}
+    )
+    assert [c.type for c in dapr_status(agent, [dapr_pod()]).conditions] == ["Ready"]
+
+
+def fact(
+    verdict: Verdict, field: str = "spec.dapr.stateStore", inline: bool = False
+) -> ComponentFact:
+    return ComponentFact(field=field, name="agent-memory", inline=inline, verdict=verdict)
+
+
+@pytest.mark.parametrize(
+    ("facts", "reason", "message"),
+    [
+        ([fact("Missing")], "ComponentMissing",
+         "Component 'agent-memory' named by spec.dapr.stateStore does not exist in namespace "
+         "team-a (create it, or set spec.dapr.stateStore.type)"),
+        ([fact("NoDaprAPI", inline=True)], "DaprNotInstalled",
+         "Component 'agent-memory' named by spec.dapr.stateStore cannot be created: the cluster "
+         "has no components.dapr.io API (install Dapr, its CRDs and control plane)"),
+        ([fact("Conflict", inline=True)], "ComponentConflict",
+         "Component 'agent-memory' named by spec.dapr.stateStore already exists in namespace "
+         "team-a and is not managed by this AIAgent: choose another spec.dapr.stateStore.name, "
+         "or drop spec.dapr.stateStore.type to use that Component as it is"),
+        # The most severe problem wins, whatever the field order.
+        ([fact("Missing", "spec.dapr.pubsub"), fact("NoDaprAPI")], "DaprNotInstalled", ""),
+        ([fact("Ok"), fact("Missing", "spec.dapr.pubsub")], "ComponentMissing",
+         "named by spec.dapr.pubsub"),
+    ],
+)  # fmt: skip
+def test_component_problems_come_before_the_sidecars(
+    agent_factory: AgentFactory, facts: list[ComponentFact], reason: str, message: str
+) -> None:
+    status = dapr_status(agent_factory(), [dapr_pod()], components=facts)
+    condition = dapr_condition(status)
+    assert (condition.status, condition.reason) == ("False", reason)
+    assert message in condition.message
+    assert status.phase == "Ready"
+
+
+def test_sidecar_refused_by_pod_security_says_which_dapr_setting(
+    agent_factory: AgentFactory,
+) -> None:
+    refused = (
+        'pods "bot-5d8-x" is forbidden: violates PodSecurity "restricted:latest": unrestricted '
+        'capabilities (container "daprd" must set securityContext.capabilities.drop=["ALL"])'
+    )
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"}
+    dep = deployment(ready=0, conditions=[{**failure, "message": refused}])
+    status = compute_status(agent_factory(), dep, sidecars=[], now=NOW)
+    hint = "dapr_sidecar_injector.sidecarDropALLCapabilities=true"
+    assert status.phase == "Degraded"
+    assert (
+        ready_condition(status).message.startswith(refused)
+        and hint in ready_condition(status).message
+    )
+    condition = dapr_condition(status)
+    assert (condition.status, condition.reason) == ("False", "SidecarRefused")
+    assert hint in condition.message
+    other = {**failure, "message": 'pods "x" is forbidden: exceeded quota'}
+    status = compute_status(agent_factory(), deployment(ready=0, conditions=[other]), now=NOW)
+    assert hint not in ready_condition(status).message
+    assert dapr_condition(status).reason == "NoPods"
+
+
+def test_dapr_transition_time_and_failed_status_keep_dapr_ready(
+    agent_factory: AgentFactory,
+) -> None:
+    first = compute_status(
+        agent_factory(), deployment(), sidecars=[sidecar_of(dapr_pod(injected=False))],
+        now="2026-01-01T00:00:00Z",
+    )  # fmt: skip
+    agent = agent_factory().model_copy(update={"status": first})
+    again = compute_status(
+        agent, deployment(), sidecars=[sidecar_of(dapr_pod("bot-2", injected=False))],
+        now="2026-01-02T00:00:00Z",
+    )  # fmt: skip
+    assert dapr_condition(again).last_transition_time == "2026-01-01T00:00:00Z"
+    failed = failed_status(agent, "ChildRefused", "Deployment support-bot: invalid")
+    assert [c.type for c in failed.conditions] == ["Ready", "DaprReady"]
+    assert dapr_condition(failed) == dapr_condition(first)

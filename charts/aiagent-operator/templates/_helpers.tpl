@@ -77,8 +77,14 @@ The rules the operator needs in every namespace it serves; the same list feeds t
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, delete]
-# Agent pods: watched (and listed while an agent is not ready) to report crash loops and
-# image pull failures on the AIAgent.
+# Dapr Components: the ones an AIAgent declares (spec.dapr.stateStore/pubsub with a type) are
+# created, applied, read (whose is it?) and deleted when dropped from the spec; every Component is
+# watched (is the one a spec names there?). Harmless where Dapr is not installed.
+- apiGroups: [dapr.io]
+  resources: [components]
+  verbs: [get, list, watch, create, patch, delete]
+# Agent pods: watched (and listed while an agent is not ready) to report crash loops, image
+# pull failures and whether their Dapr sidecar is injected and ready on the AIAgent.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]

@@ -1,0 +1,77 @@
+"""What the operator knows of an agent's pods and Dapr Components, for status and pruning.
+
+Under Kopf the answers come from indices that the operator's watches fill anyway (`handlers`), so
+a status refresh costs no request; `Observed` itself asks the API, for a reconcile run outside
+Kopf (tests, tools). Either way the caller sees the same facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from . import api, components, render
+from .components import SeenComponent, seen_component
+from .kube import Kube, KubeError, is_controlled_by
+from .status import Sidecar, sidecar_of
+
+
+class Observed:
+    """The facts, read from the API server when asked."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def sidecars(self, agent: api.AIAgent) -> list[Sidecar]:
+        """The Dapr sidecar of each of the agent's pods (terminating ones included)."""
+        pods = self.kube.list_pods(agent.namespace, render.selector_labels(agent))
+        return [sidecar_of(pod) for pod in pods]
+
+    def component(self, namespace: str, name: str, *, confirm: bool = True) -> SeenComponent | None:
+        """The Component of that name, or None. Raises KubeError (`no_such_api`) where the cluster
+        has no Dapr. `confirm=False` accepts "not seen" for "absent" (a create will tell)."""
+        body = self.kube.get(components.API_VERSION, components.KIND, namespace, name)
+        return seen_component(body) if body is not None else None
+
+    def owned_components(self, agent: api.AIAgent) -> set[str]:
+        """Names of the Components this agent controls (none where the cluster has no Dapr)."""
+        try:
+            items = self.kube.list(
+                components.API_VERSION,
+                components.KIND,
+                agent.namespace,
+                {render.AGENT_LABEL: agent.name},
+            )
+        except KubeError as exc:
+            if exc.no_such_api:
+                return set()
+            raise
+        return {item["metadata"]["name"] for item in items if is_controlled_by(item, agent.uid)}
+
+
+class IndexedObserved(Observed):
+    """The facts from Kopf's indices: pods by (namespace, agent name), Components by
+    (namespace, name) and the names of Components by their controller's uid."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        pods: Mapping[tuple[str, str], Iterable[Sidecar]],
+        components_by_name: Mapping[tuple[str, str], Iterable[SeenComponent]],
+        components_by_owner: Mapping[str, Iterable[str]],
+    ) -> None:
+        super().__init__(kube)
+        self._pods = pods
+        self._components = components_by_name
+        self._owned = components_by_owner
+
+    def sidecars(self, agent: api.AIAgent) -> list[Sidecar]:
+        return list(self._pods.get((agent.namespace, agent.name), ()))
+
+    def component(self, namespace: str, name: str, *, confirm: bool = True) -> SeenComponent | None:
+        for seen in self._components.get((namespace, name), ()):
+            return seen
+        # Not in the index: absent, created a moment ago, or no Dapr API at all; ask.
+        return super().component(namespace, name) if confirm else None
+
+    def owned_components(self, agent: api.AIAgent) -> set[str]:
+        return set(self._owned.get(agent.uid, ()))
