@@ -162,7 +162,11 @@ class DaprSessionStore:
         if response.status_code == 204 or not response.content:
             return History()
         if response.status_code != 200:
-            raise SessionStoreError(f"Dapr state store answered {response.status_code}")
+            # Dapr says why (e.g. ERR_STATE_STORE_NOT_FOUND: the Component is missing or not
+            # scoped to this app id); its messages carry names, never values.
+            raise SessionStoreError(
+                f"Dapr state store answered {response.status_code}: {response.text[:200]}"
+            )
         messages = [ChatMessage(role=m["role"], content=m["content"]) for m in response.json()]
         return History(messages, response.headers.get("etag") or None)
 

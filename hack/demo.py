@@ -121,6 +121,11 @@ def main() -> int:
         model = None
         if real:
             assert local is not None
+            if local.redis is not None:
+                say("the Dapr state store support-bot names (statestore), on the cluster's Redis")
+                kubectl.apply(local.redis.secret(), namespace=NAMESPACE)
+                comp = local.redis.component("statestore", "state.redis")
+                print(kubectl.apply(comp, namespace=NAMESPACE).rstrip())
             model = ModelServer(host=local.node_ip).start()
             say(f"a local OpenAI-compatible model server at {model.base_url} (the only fake)")
 
@@ -251,20 +256,6 @@ def remember_across_pod_deletion(kubectl: Kubectl, local: LocalCluster, model_ur
             if entry["name"] == "redisHost":
                 entry["value"] = local.redis.address
     say("Dapr: kubectl apply -f examples/dapr/helpdesk.yaml (its Components point at local Redis)")
-    kubectl.apply(
-        kubectl.run(
-            "create",
-            "secret",
-            "generic",
-            "redis",
-            f"--from-literal=password={local.redis.password}",
-            "--dry-run=client",
-            "-o",
-            "yaml",
-            namespace=NAMESPACE,
-        ).stdout,
-        namespace=NAMESPACE,
-    )
     print(kubectl.apply(manifest, namespace=NAMESPACE).rstrip())
     wait_for("helpdesk Ready", lambda: _ready(kubectl, "helpdesk") == (2, "Ready"), 300)
     wait_for("helpdesk DaprReady", lambda: _dapr_ready(kubectl, "helpdesk"), 300)

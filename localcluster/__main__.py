@@ -3,7 +3,7 @@
 python -m localcluster build     build (or reuse) the Go binaries, print their dir
 python -m localcluster images    build (or reuse) every image; print build times and sizes (JSON)
 python -m localcluster dapr      build (or reuse) Dapr's binary and its two images; print (JSON)
-python -m localcluster up [--kwok-nodes N] [--kwok-only] [--workdir DIR] [--keep]
+python -m localcluster up [--kwok-nodes N] [--kwok-only] [--workdir DIR] [--keep] [--dapr]
                                  start the cluster (a real node where this host can run one),
                                  print the KUBECONFIG export, stay up until Ctrl-C (or SIGTERM)
 """
@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--kwok-only", action="store_true", help="no real node, even if possible")
     up.add_argument("--workdir", type=Path, help="certs, data and logs (default: a temp dir)")
     up.add_argument("--keep", action="store_true", help="keep the workdir (logs) after shutdown")
+    up.add_argument(
+        "--dapr",
+        action="store_true",
+        help="also Dapr's control plane (its Helm chart) and a Redis, on the real node",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -56,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             kwok_nodes=args.kwok_nodes,
             real_node=False if args.kwok_only else None,
             keep_workdir=args.keep,
+            dapr=args.dapr,
         )
         if cluster.skip_reason and not args.kwok_only:
             print(f"no real node: {cluster.skip_reason}; kwok nodes only", file=sys.stderr)
@@ -68,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"logs in {cluster.workdir / 'logs'}",
                 file=sys.stderr,
             )
+            if cluster.redis is not None:
+                print(
+                    f"Dapr in dapr-system; Redis for Components at {cluster.redis.address}, "
+                    f"its password in {cluster.redis.password_file} (put it in a Secret)",
+                    file=sys.stderr,
+                )
             print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
             print("Ctrl-C to stop", file=sys.stderr, flush=True)
             while True:

@@ -106,17 +106,35 @@ def _read(path: Path) -> str | None:
 
 
 def _our_processes() -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+    """Processes of the cluster's binaries that are ours to account for: this process's
+    descendants, and orphans (reparented to init: what outlives its launcher). Another session's
+    cluster running beside this one (its parent alive, not ours) is not this one's leftover."""
+    parents: dict[int, int] = {}
+    exes: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
+        pid = int(entry)
         try:
-            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            exes[pid] = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        if exe in BINARIES:
-            found.append(f"{exe} (pid {pid})")
-    return found
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])  # comm may hold spaces
+    me = os.getpid()
+
+    def ours(pid: int) -> bool:
+        if parents.get(pid) == 1:
+            return True  # an orphan (or a daemon: the same before and after, so no difference)
+        seen = set()
+        while pid not in seen and pid > 1:
+            seen.add(pid)
+            pid = parents.get(pid, 0)
+            if pid == me:
+                return True
+        return False
+
+    return [f"{exe} (pid {pid})" for pid, exe in exes.items() if exe in BINARIES and ours(pid)]
 
 
 def diff(before: dict[str, object], after: dict[str, object]) -> list[str]:

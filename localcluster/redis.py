@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .procs import ClusterError, Processes, run
 
@@ -32,9 +33,40 @@ class Redis:
         self.procs = Processes(workdir / "logs")
 
     @property
+    def password_file(self) -> Path:
+        """The password alone, mode 0600, for a person making the Secret by hand."""
+        return self.dir / "password"
+
+    @property
     def address(self) -> str:
         """host:port, as Dapr's redis components take it (``redisHost``)."""
         return f"{self.host}:{self.port}"
+
+    def secret(self, name: str = "redis") -> dict[str, Any]:
+        """The password as a Secret manifest (key ``password``), for a namespace's Components."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {"password": self.password},
+        }
+
+    def component(self, name: str, type_: str, secret: str = "redis") -> dict[str, Any]:
+        """A Dapr Component on this Redis (``state.redis`` or ``pubsub.redis``), its password a
+        reference to ``secret``: what a platform team would provide in a namespace."""
+        return {
+            "apiVersion": "dapr.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": name},
+            "spec": {
+                "type": type_,
+                "version": "v1",
+                "metadata": [
+                    {"name": "redisHost", "value": self.address},
+                    {"name": "redisPassword", "secretKeyRef": {"name": secret, "key": "password"}},
+                ],
+            },
+        }
 
     def start(self) -> None:
         problem = missing()
@@ -42,6 +74,8 @@ class Redis:
             raise ClusterError(problem)
         self.dir.mkdir(parents=True, exist_ok=True)
         # On the command line the password would show in `ps`; a 0600 file keeps it private.
+        self.password_file.touch(mode=0o600)
+        self.password_file.write_text(self.password + "\n")
         conf = self.dir / "redis.conf"
         conf.touch(mode=0o600)
         conf.write_text(

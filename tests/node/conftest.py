@@ -32,6 +32,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/node/" in str(item.fspath):
             item.add_marker(pytest.mark.node)
+            # One worker runs the whole suite: one real node per host (pytest -n, --dist loadgroup).
+            item.add_marker(pytest.mark.xdist_group("node"))
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +85,12 @@ def operator(
     process.stop()
 
 
-def restricted_namespace(kubectl: Kubectl, prefix: str = "node") -> str:
-    """A namespace enforcing the restricted Pod Security Standard, with the examples' Secrets."""
+def restricted_namespace(
+    kubectl: Kubectl, prefix: str = "node", cluster: LocalCluster | None = None
+) -> str:
+    """A namespace enforcing the restricted Pod Security Standard, with the examples' Secrets
+    and (given the cluster, which runs Dapr) the `statestore` Component support-bot names, on
+    the cluster's Redis, as a platform team would provide it."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     kubectl.run("create", "namespace", name)
     kubectl.run(
@@ -104,12 +110,15 @@ def restricted_namespace(kubectl: Kubectl, prefix: str = "node") -> str:
             f"--from-literal=api-key={API_KEY}",
             namespace=name,
         )
+    if cluster is not None and cluster.redis is not None:
+        kubectl.apply(cluster.redis.secret(), namespace=name)
+        kubectl.apply(cluster.redis.component("statestore", "state.redis"), namespace=name)
     return name
 
 
 @pytest.fixture
-def namespace(kubectl: Kubectl, operator: OperatorProcess) -> Iterator[str]:
-    name = restricted_namespace(kubectl)
+def namespace(cluster: LocalCluster, kubectl: Kubectl, operator: OperatorProcess) -> Iterator[str]:
+    name = restricted_namespace(kubectl, cluster=cluster)
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 

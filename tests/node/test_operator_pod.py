@@ -42,7 +42,8 @@ def test_operator_pod_from_the_chart_reconciles_an_agent(
     cluster: LocalCluster, kubectl: Kubectl, model: ModelServer, tmp_path: Path
 ) -> None:
     system = restricted_namespace(kubectl, "node-system")
-    team = restricted_namespace(kubectl, "team")  # not node-*: the session operator ignores it
+    # not node-*: the session operator ignores it
+    team = restricted_namespace(kubectl, "team", cluster=cluster)
     repository, _, tag = OPERATOR_IMAGE.rpartition(":")
     agent_repository, _, agent_tag = AGENT_IMAGE.rpartition(":")
     values = {

@@ -152,3 +152,35 @@ def test_coredns_links_only_its_directives_and_the_pinned_version() -> None:
     assert not linked & {"forward", "grpc", "etcd", "route53", "azure", "clouddns", "secondary"}
     gomod = (HERE / "coredns" / "go.mod").read_text()
     assert f"require github.com/coredns/coredns {versions()['COREDNS_VERSION']}\n" in gomod
+
+
+def test_hoststate_counts_our_descendants_and_orphans(tmp_path: Path) -> None:
+    """A cluster binary we started (even through a shell) is ours; so is one left orphaned."""
+    import shutil
+    import subprocess
+    import time
+
+    from localcluster import hoststate
+
+    fake = tmp_path / "kwok"  # a name from hoststate.BINARIES, on a harmless program
+    shutil.copy("/bin/sleep", fake)
+    child = subprocess.Popen(["bash", "-c", f"{fake} 30; true"])
+    subprocess.run(["bash", "-c", f"{fake} 30 &"], check=True)  # bash exits: its child is orphaned
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            found = [p for p in hoststate._our_processes() if p.startswith("kwok ")]
+            if len(found) == 2:
+                break
+            time.sleep(0.05)
+        assert len(found) == 2, found
+    finally:
+        import os
+        import signal
+
+        for entry in hoststate._our_processes():
+            if entry.startswith("kwok "):  # only the fakes made here: their exe is in tmp_path
+                pid = int(entry.split("pid ")[1].rstrip(")"))
+                if os.readlink(f"/proc/{pid}/exe") == str(fake):
+                    os.kill(pid, signal.SIGKILL)
+        child.wait(timeout=10)
