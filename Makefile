@@ -49,11 +49,8 @@ host-deps:
 	else echo "host-deps: not root on Debian; the real node needs: $(HOST_PACKAGES)"; fi
 
 # One pytest run over every suite, so its closing line counts every test.
-# Two workers: the real-node suite on one, the kwok suite on the other (each suite is one
-# xdist group: one cluster each), unit and runtime tests spread over both. Most of a cluster
-# test's time is waiting on rollouts and probes, so this roughly halves the wall time.
 test: lint host-deps
-	$(PY) -m pytest -n 2 --dist loadgroup tests/unit tests/runtime tests/e2e tests/node
+	$(PY) -m pytest tests/unit tests/runtime tests/e2e tests/node
 
 unit: venv
 	$(PY) -m pytest tests/unit

@@ -21,8 +21,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     global _prefetch
     if not any("tests/node/" in str(item.fspath) for item in session.items):
         return
-    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
-        return  # one prefetch per run: every worker collects the node suite
     from localcluster import real_node_unavailable
 
     if real_node_unavailable():

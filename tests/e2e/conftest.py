@@ -168,5 +168,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-            # One worker, one control plane for the suite (pytest -n, --dist loadgroup).
-            item.add_marker(pytest.mark.xdist_group("e2e"))

@@ -32,8 +32,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/node/" in str(item.fspath):
             item.add_marker(pytest.mark.node)
-            # One worker runs the whole suite: one real node per host (pytest -n, --dist loadgroup).
-            item.add_marker(pytest.mark.xdist_group("node"))
 
 
 @pytest.fixture(scope="session")

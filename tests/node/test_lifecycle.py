@@ -183,6 +183,11 @@ def test_hpa_scales_on_real_cpu_and_status_follows(
     hpa = kubectl.get("hpa", "autoscaled-agent", namespace) or {}
     assert hpa["status"]["desiredReplicas"] >= 3
     metric = hpa["status"]["currentMetrics"][0]
-    current = metric.get("containerResource", metric.get("resource", {})).get("current", {})
+    # Dapr's sidecar is in every pod here: the HPA measures the agent container alone.
+    assert metric["type"] == "ContainerResource", metric
+    assert metric["containerResource"]["container"] == "agent", metric
+    pods = agent_pods(kubectl, namespace, "autoscaled-agent")
+    assert all("daprd" in {c["name"] for c in p["spec"]["containers"]} for p in pods)
+    current = metric["containerResource"]["current"]
     assert int(current.get("averageUtilization", 0)) > 0, metric
     assert status["replicas"] >= 3
