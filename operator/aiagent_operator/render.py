@@ -129,6 +129,11 @@ def dapr_annotations(agent: api.AIAgent) -> dict[str, str]:
         # cannot start (and would crash the sidecar); Components' secretKeyRefs do not need it:
         # Dapr's operator resolves them before handing the Component to the sidecar.
         "dapr.io/disable-builtin-k8s-secret-store": "true",
+        # daprd gets SIGTERM when the pod does, while the runtime still drains its last requests
+        # (preStop sleep, then graceful shutdown); its state store calls would fail with 502. This
+        # keeps daprd's APIs up until the app stops answering its health check (or 30 s, inside
+        # the pod's 35 s grace), and stops new pub/sub deliveries meanwhile.
+        "dapr.io/block-shutdown-duration": "30s",
     }
     if dapr.config:
         annotations["dapr.io/config"] = dapr.config

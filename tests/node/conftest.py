@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -142,7 +144,21 @@ def wait_ready(kubectl: Kubectl, namespace: str, name: str, timeout: float = 240
             return agent
         return None
 
-    return wait_for(f"{name} Ready", ready, timeout=timeout, interval=1)
+    agent: dict[str, Any] = wait_for(f"{name} Ready", ready, timeout=timeout, interval=1)
+    # Ready counts ready pods; kube-proxy learns of their endpoints a moment later (longer on a
+    # busy node), and until then the ClusterIP refuses connections. Users see the same.
+    url = service_url(kubectl, namespace, name)
+    wait_for(f"{name}'s Service answering", lambda: _answers(f"{url}/readyz"), timeout=60)
+    return agent
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        time.sleep(0.3)
+        return False
 
 
 def service_url(kubectl: Kubectl, namespace: str, name: str) -> str:

@@ -55,7 +55,7 @@ def test_the_pinned_dapr_is_the_one_parsed() -> None:
 def test_every_dapr_annotation_is_known_to_the_injector(agent_factory: AgentFactory) -> None:
     annotations = every_annotation(agent_factory)
     ours = {key for key in annotations if key.startswith("dapr.io/")}
-    assert len(ours) == 15  # every option set, so every annotation the operator can write
+    assert len(ours) == 16  # every option set, so every annotation the operator can write
     assert ours - known_annotations() == set()
 
 
