@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from localcluster import LocalCluster, daprbuild
-from localcluster.kubectl import Kubectl, wait_for
+from localcluster.kubectl import Kubectl, condition, wait_for
 from localcluster.model_server import ModelServer
 
 from .conftest import agent_pods, example, service_url, wait_ready
@@ -42,11 +42,6 @@ def helpdesk(cluster: LocalCluster, model: ModelServer, **spec: Any) -> dict[str
             if entry["name"] == "redisHost":
                 entry["value"] = cluster.redis.address
     return manifest
-
-
-def condition(agent: dict[str, Any], kind: str) -> dict[str, Any]:
-    conditions = (agent.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == kind), {})
 
 
 def dapr_ready(kubectl: Kubectl, namespace: str, name: str, status: str = "True") -> dict[str, Any]:
