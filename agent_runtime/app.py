@@ -13,8 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, chat, pubsub, routes
+from . import __version__
 from .adapters import AgentAdapter, build_adapter
+from .api import a2a, chat, invoke, operations, pubsub
 from .config import AgentConfig
 from .dapr import DaprPublisher
 from .errors import Redactor, RuntimeFailure
@@ -124,8 +125,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = state
-    app.include_router(routes.router)
-    app.include_router(chat.router)
+    for api in (invoke, chat, a2a, operations):
+        app.include_router(api.router)
     if with_pubsub:  # otherwise /dapr/subscribe is a 404, which Dapr reads as "no topics"
         app.include_router(pubsub.router)
     app.add_middleware(

@@ -34,20 +34,51 @@ from .base import AgentReply, ChatMessage, Usage  # noqa: E402
 EXPECTED_OUTPUT = "A direct, complete answer to the user's message."
 
 
-def _tool(spec: ToolSpec) -> BaseTool:
-    arguments = create_model(  # type: ignore[call-overload]
-        f"{spec.name}_arguments", **{spec.argument: (str, Field(description=spec.description))}
-    )
+_JSON_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
 
-    class BuiltinTool(BaseTool):
+
+def _arguments_model(spec: ToolSpec) -> type[BaseModel]:
+    """CrewAI wants a pydantic model of the arguments: one field per top-level property of the
+    tool's JSON Schema (nested schemas stay plain lists and dicts)."""
+    properties: dict[str, Any] = spec.parameters.get("properties") or {}
+    required = set(spec.parameters.get("required") or [])
+    fields: dict[str, Any] = {}
+    for name, schema in properties.items():
+        kind = _JSON_TYPES.get(str(schema.get("type")), Any)
+        description = schema.get("description")
+        if name in required:
+            fields[name] = (kind, Field(description=description))
+        else:
+            fields[name] = (kind | None, Field(None, description=description))
+    model: type[BaseModel] = create_model(f"{spec.name}_arguments", **fields)
+    return model
+
+
+def _tool(spec: ToolSpec) -> BaseTool:
+    class AgentTool(BaseTool):
         name: str = spec.name
         description: str = spec.description
-        args_schema: type[BaseModel] = arguments
+        args_schema: type[BaseModel] = _arguments_model(spec)
 
         def _run(self, **kwargs: Any) -> str:
-            return spec.function(str(kwargs.get(spec.argument, "")))
+            return spec.call_blocking(_given(kwargs))
 
-    return BuiltinTool()
+        async def _arun(self, **kwargs: Any) -> str:
+            return await spec.call(_given(kwargs))
+
+    return AgentTool()
+
+
+def _given(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments the model gave: optional fields it left out stay out."""
+    return {k: v for k, v in arguments.items() if v is not None}
 
 
 def _history(messages: list[ChatMessage]) -> str:

@@ -21,8 +21,18 @@ from .base import AgentReply, ChatMessage, Usage
 
 
 def _tool(spec: ToolSpec) -> StructuredTool:
-    return StructuredTool.from_function(
-        func=spec.function, name=spec.name, description=spec.description
+    async def call(**arguments: Any) -> str:
+        return await spec.call(arguments)
+
+    def call_blocking(**arguments: Any) -> str:
+        return spec.call_blocking(arguments)
+
+    return StructuredTool(
+        name=spec.name,
+        description=spec.description,
+        args_schema=spec.parameters,  # JSON Schema: LangChain passes it to the model as is
+        func=call_blocking,
+        coroutine=call,
     )
 
 

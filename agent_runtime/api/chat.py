@@ -10,23 +10,66 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
 
-from .adapters.base import ChatMessage, Role, Usage
-from .errors import RuntimeFailure
-from .routes import ERRORS, InvalidRequest, State, check_input_length
-from .schemas import (
-    ChatCompletionChoice,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ChatCompletionUsage,
-)
-from .state import RuntimeState
-from .streaming import EventStreamResponse, StreamPump
+from ..adapters.base import ChatMessage, Role, Usage
+from ..errors import RuntimeFailure
+from ..state import RuntimeState
+from ..streaming import EventStreamResponse, StreamPump
+from .common import ERRORS, InvalidRequest, State, check_input_length
 
 router = APIRouter()
+
+
+class ChatCompletionMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, description="Ignored: the agent's configured model answers.")
+    messages: list[ChatCompletionMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int = 0
+    message: dict[str, str]
+    finish_reason: str = "stop"
+
+
+class ChatCompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: ChatCompletionUsage
+
+
 ROLES: dict[str, Role] = {
     "user": "user",
     "assistant": "assistant",

@@ -31,12 +31,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 
-from .adapters.base import AgentAdapter, AgentReply, ChatMessage
-from .config import DaprSubscription
-from .errors import RuntimeFailure
-from .routes import State
-from .schemas import SESSION_ID_PATTERN
-from .state import RuntimeState
+from ..adapters.base import AgentAdapter, AgentReply, ChatMessage
+from ..config import DaprSubscription
+from ..errors import RuntimeFailure
+from ..state import RuntimeState
+from .common import SESSION_ID_PATTERN, State
 
 logger = logging.getLogger("agent_runtime.pubsub")
 

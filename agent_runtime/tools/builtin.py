@@ -1,4 +1,4 @@
-"""The runtime's built-in tools, as plain functions; each adapter wraps them for its framework.
+"""The runtime's built-in tools: plain functions of one string, offered as ToolSpecs.
 
 Both are safe to hand to a model: the calculator evaluates arithmetic only (no names, no calls),
 and http_get fetches only from hosts the agent's config allows.
@@ -7,15 +7,17 @@ and http_get fetches only from hosts the agent's config allows.
 from __future__ import annotations
 
 import ast
+import asyncio
 import fnmatch
 import math
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from .base import ToolSpec
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -90,24 +92,35 @@ def make_http_get(allowed_hosts: list[str], timeout: float = 10.0) -> Callable[[
     return http_get
 
 
-@dataclass(frozen=True)
-class ToolSpec:
-    name: str
-    description: str
-    function: Callable[[str], str]
-    argument: str  # the single string argument's name
+def single_argument_tool(
+    name: str, description: str, function: Callable[[str], str], argument: str
+) -> ToolSpec:
+    """A ToolSpec for a blocking function of one string argument."""
+
+    def blocking(arguments: dict[str, Any]) -> str:
+        return function(str(arguments.get(argument, "")))
+
+    async def call(arguments: dict[str, Any]) -> str:
+        return await asyncio.to_thread(blocking, arguments)
+
+    parameters = {
+        "type": "object",
+        "properties": {argument: {"type": "string", "description": description}},
+        "required": [argument],
+    }
+    return ToolSpec(name, description, parameters, call, blocking)
 
 
 def builtin_tools(names: list[str], allowed_hosts: list[str]) -> list[ToolSpec]:
     """The tools an agent.yaml asks for, in its order."""
     catalogue = {
-        "calculator": ToolSpec(
+        "calculator": lambda: single_argument_tool(
             "calculator",
             "Evaluate an arithmetic expression such as (12.5 * 4) / 2. Input: the expression.",
             calculate,
             "expression",
         ),
-        "http_get": ToolSpec(
+        "http_get": lambda: single_argument_tool(
             "http_get",
             "Fetch a URL with HTTP GET and return the response text. Input: the URL.",
             make_http_get(allowed_hosts),
@@ -117,4 +130,4 @@ def builtin_tools(names: list[str], allowed_hosts: list[str]) -> list[ToolSpec]:
     unknown = sorted(set(names) - catalogue.keys())
     if unknown:
         raise ValueError(f"unknown tools {unknown}; built-in tools are {sorted(catalogue)}")
-    return [catalogue[name] for name in names]
+    return [catalogue[name]() for name in names]

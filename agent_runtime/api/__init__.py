@@ -1,0 +1,9 @@
+"""The runtime's HTTP API, one module per protocol; each exports a FastAPI `router`.
+
+- `invoke`: `POST /v1/invoke`, our own simple API (input, session_id, usage).
+- `chat`: `POST /v1/chat/completions`, the OpenAI chat completions API.
+- `a2a`: the A2A agent card.
+- `operations`: `/healthz`, `/readyz`, `/metrics`.
+- `pubsub`: Dapr's programmatic subscription and message delivery.
+- `common`: what they share (the runtime state dependency, error bodies, input checks).
+"""
