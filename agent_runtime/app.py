@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .adapters import AgentAdapter, build_adapter
-from .api import a2a, chat, invoke, operations, pubsub
+from .api import a2a, chat, invoke, operations, pubsub, responses
 from .config import AgentConfig
 from .dapr import DaprPublisher
 from .errors import Redactor, RuntimeFailure
@@ -25,10 +25,11 @@ from .middleware import RuntimeMiddleware
 from .sessions import DaprSessionStore, InMemorySessionStore, SessionStore
 from .settings import RuntimeSettings, api_key_for
 from .state import RuntimeState
+from .tools import ToolSpec
 
 logger = logging.getLogger("agent_runtime")
 
-AdapterFactory = Callable[[AgentConfig, str | None], AgentAdapter]
+AdapterFactory = Callable[[AgentConfig, str | None, Sequence[ToolSpec]], AgentAdapter]
 
 
 def session_store(
@@ -86,7 +87,8 @@ def create_app(
         started = time.perf_counter()
         try:
             # Importing a framework takes seconds: keep the event loop (and /healthz) free.
-            state.adapter = await asyncio.to_thread(adapter_factory, config, api_key)
+            extra_tools: list[ToolSpec] = []  # MCP servers' tools will go here
+            state.adapter = await asyncio.to_thread(adapter_factory, config, api_key, extra_tools)
         except Exception as exc:  # any failure to build is fatal, and must say why
             state.build_error = state.redact(f"cannot build the agent: {type(exc).__name__}: {exc}")
             logger.error(state.build_error)
@@ -125,7 +127,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = state
-    for api in (invoke, chat, a2a, operations):
+    for api in (invoke, chat, responses, a2a, operations):
         app.include_router(api.router)
     if with_pubsub:  # otherwise /dapr/subscribe is a 404, which Dapr reads as "no topics"
         app.include_router(pubsub.router)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-Framework = Literal["crewai", "langchain"]
+Framework = Literal["crewai", "langchain", "openai-agents"]
 Provider = Literal["openai", "anthropic", "azure", "ollama", "openai-compatible"]
 # The runtime's built-in tools; the CRD refuses any other name.
 BuiltinTool = Literal["calculator", "http_get"]

@@ -18,7 +18,7 @@ for _name, _value in (
 ):
     os.environ.setdefault(_name, _value)
 
-from collections.abc import AsyncIterator  # noqa: E402
+from collections.abc import AsyncIterator, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import yaml  # noqa: E402
@@ -93,10 +93,12 @@ def _history(messages: list[ChatMessage]) -> str:
 class CrewAIAdapter:
     framework = "crewai"
 
-    def __init__(self, config: AgentConfig, api_key: str | None) -> None:
+    def __init__(
+        self, config: AgentConfig, api_key: str | None, extra_tools: Sequence[ToolSpec] = ()
+    ) -> None:
         self._llm = crewai_llm(config.model, api_key)
         tools = builtin_tools(list(config.agent.tools), list(config.agent.http_allowed_hosts))
-        self._tools = [_tool(t) for t in tools]
+        self._tools = [_tool(t) for t in [*tools, *extra_tools]]
         self._config = config
         self._crew_spec: dict[str, Any] | None = None
         if config.agent.framework_config_path:

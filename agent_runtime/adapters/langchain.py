@@ -6,7 +6,7 @@ inline fields: `system_prompt` (text) and `tools` (built-in tool names).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import yaml
@@ -39,13 +39,15 @@ def _tool(spec: ToolSpec) -> StructuredTool:
 class LangChainAdapter:
     framework = "langchain"
 
-    def __init__(self, config: AgentConfig, api_key: str | None) -> None:
+    def __init__(
+        self, config: AgentConfig, api_key: str | None, extra_tools: Sequence[ToolSpec] = ()
+    ) -> None:
         settings: dict[str, Any] = {}
         if config.agent.framework_config_path:
             with open(config.agent.framework_config_path) as handle:
                 settings = yaml.safe_load(handle) or {}
         tool_names = settings.get("tools", list(config.agent.tools))
-        tools = builtin_tools(tool_names, list(config.agent.http_allowed_hosts))
+        tools = [*builtin_tools(tool_names, list(config.agent.http_allowed_hosts)), *extra_tools]
         # Any: the graph's overloads type `input` as its own state class; we pass plain dicts.
         self._agent: Any = create_agent(
             model=langchain_chat_model(config.model, api_key),

@@ -2,6 +2,7 @@
 
 - `invoke`: `POST /v1/invoke`, our own simple API (input, session_id, usage).
 - `chat`: `POST /v1/chat/completions`, the OpenAI chat completions API.
+- `responses`: `POST /v1/responses`, the OpenAI Responses API.
 - `a2a`: the A2A agent card.
 - `operations`: `/healthz`, `/readyz`, `/metrics`.
 - `pubsub`: Dapr's programmatic subscription and message delivery.

@@ -160,7 +160,7 @@ class Toleration(CamelModel):
 class AIAgentSpec(CamelModel):
     """The desired state of an AI agent served over HTTP."""
 
-    framework: Framework = Field(description="Agent framework: crewai or langchain.")
+    framework: Framework = Field(description="Agent framework: crewai, langchain or openai-agents.")
     model: ModelSpec = Field(description="The language model the agent uses.")
     agent: AgentSpec = Field(AgentSpec(), description="What the agent is and does.")
     image: str | None = Field(

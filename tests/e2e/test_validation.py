@@ -23,7 +23,7 @@ CASES = [
         "unknown framework",
         "bad-framework",
         with_changes(framework="autogen"),
-        ["spec.framework", "crewai", "langchain"],
+        ["spec.framework", "crewai", "langchain", "openai-agents"],
     ),
     (
         "negative replicas",

@@ -64,7 +64,7 @@ def test_every_spec_and_status_field_is_described(schema: dict[str, Any]) -> Non
 
 def test_defaults_bounds_and_enums(schema: dict[str, Any]) -> None:
     spec = schema["properties"]["spec"]["properties"]
-    assert spec["framework"]["enum"] == ["crewai", "langchain"]
+    assert spec["framework"]["enum"] == ["crewai", "langchain", "openai-agents"]
     assert spec["replicas"]["default"] == 1 and spec["replicas"]["minimum"] == 0
     scaling = spec["autoscaling"]
     assert scaling["default"] == {
