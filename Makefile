@@ -48,9 +48,9 @@ host-deps:
 	  fi; \
 	else echo "host-deps: not root on Debian; the real node needs: $(HOST_PACKAGES)"; fi
 
-# One pytest run over every suite, so its closing line counts every test.
+# Every suite: the real-node suite in a pytest process of its own beside the others (hack/test.sh).
 test: lint host-deps
-	$(PY) -m pytest tests/unit tests/runtime tests/e2e tests/node
+	PY=$(PY) hack/test.sh
 
 unit: venv
 	$(PY) -m pytest tests/unit

@@ -7,11 +7,17 @@ Only these values differ from the chart's defaults, each for a reason of this on
   there is no storage provisioner for their PersistentVolumeClaims (the cluster is disposable);
 - ``dapr_sidecar_injector.sidecarDropALLCapabilities``: without it the injected daprd keeps the
   default capabilities and the pod fails the ``restricted`` Pod Security Standard (a production
-  setting too, documented in the README).
+  setting too, documented in the README);
+- ``dapr_sidecar_injector.webhookFailurePolicy=Fail``, outside dapr-system and kube-system: with
+  the chart's ``Ignore``, a pod created while the injector is slow to answer (a loaded machine)
+  runs without its sidecar, silently; with ``Fail`` its creation is refused and its ReplicaSet
+  tries again, so every agent pod here has daprd (the injector's own namespace stays out, or it
+  could never restart).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,7 +36,22 @@ def helm_values(version: str) -> dict[str, str]:
         "dapr_placement.cluster.forceInMemoryLog": "true",
         "dapr_scheduler.cluster.inMemoryStorage": "true",
         "dapr_sidecar_injector.sidecarDropALLCapabilities": "true",
+        "dapr_sidecar_injector.webhookFailurePolicy": "Fail",
     }
+
+
+# Values that are objects, for `helm --set-json`.
+JSON_VALUES = {
+    "dapr_sidecar_injector.namespaceSelector": {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": [NAMESPACE, "kube-system"],
+            }
+        ]
+    }
+}
 
 
 class DaprSystem:
@@ -47,6 +68,7 @@ class DaprSystem:
         if not (self.chart / "Chart.yaml").exists():
             raise ClusterError(f"no Dapr Helm chart at {self.chart}")
         sets = [f"--set={k}={v}" for k, v in helm_values(self.version).items()]
+        sets += [f"--set-json={k}={json.dumps(v)}" for k, v in JSON_VALUES.items()]
         result = run(
             [
                 str(self.helm),

@@ -199,6 +199,7 @@ class RealNode:
     def stop(self) -> None:
         """Undo everything, in reverse: proxies and kubelet, the pods' processes, containerd and its
         shims, mounts, cgroups, CNI state. Safe on a half-started node."""
+        pod_links = _bridge_ports()
         self.procs.stop("kube-proxy", "kubelet")
         if "containerd" in self.procs.procs:
             self._remove_leftover_containers()
@@ -211,6 +212,7 @@ class RealNode:
         if not self._cni_state_existed:
             shutil.rmtree(CNI_STATE, ignore_errors=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        _wait_gone(pod_links)
         try:
             RUN_ROOT.rmdir()  # shared with the build engine's run dir: only when neither uses it
         except OSError:
@@ -463,3 +465,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _bridge_ports() -> list[str]:
+    """The pods' host-side veth devices (the ports of our bridge)."""
+    sysfs = Path(f"/sys/class/net/{BRIDGE}/brif")
+    return sorted(p.name for p in sysfs.iterdir()) if sysfs.is_dir() else []
+
+
+def _wait_gone(links: list[str], timeout: float = 60) -> None:
+    """A pod's veth goes when the kernel destroys its network namespace, which it does in the
+    background after the last process and mount of it are gone: on a busy machine, seconds later."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(Path(f"/sys/class/net/{link}").exists() for link in links):
+            return
+        time.sleep(0.2)
