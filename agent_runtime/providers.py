@@ -88,6 +88,38 @@ def crewai_llm(model: ModelConfig, api_key: str | None) -> Any:
     return LLM(model=model.name, base_url=base_url, custom_openai=True, **options)
 
 
+ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
+
+
+def openai_client(model: ModelConfig, api_key: str | None) -> Any:
+    """An `AsyncOpenAI` client for the OpenAI Agents SDK, which speaks chat completions to it.
+
+    Every provider is reached through its OpenAI-compatible endpoint: Ollama's and Anthropic's
+    under `<baseURL>/v1` (Anthropic's "OpenAI SDK compatibility"), Azure through AsyncAzureOpenAI.
+    """
+    import openai
+
+    common: dict[str, Any] = {
+        "api_key": api_key or NO_KEY,
+        "timeout": float(model.timeout_seconds),
+        "max_retries": 1,
+    }
+    if model.provider == "azure":
+        return openai.AsyncAzureOpenAI(
+            azure_endpoint=str(model.base_url),
+            azure_deployment=model.name,
+            api_version=AZURE_API_VERSION,
+            **common,
+        )
+    base_url = model.base_url
+    if model.provider in ("ollama", "anthropic"):
+        default = OLLAMA_DEFAULT_URL if model.provider == "ollama" else ANTHROPIC_DEFAULT_URL
+        base_url = (base_url or default).rstrip("/")
+        if not base_url.endswith("/v1"):
+            base_url += "/v1"
+    return openai.AsyncOpenAI(base_url=base_url, **common)
+
+
 def provider_failure(exc: BaseException) -> RuntimeFailure | None:
     """Translate an SDK exception (OpenAI, Anthropic, httpx) into our 502/504, else None."""
     name = type(exc).__name__

@@ -7,8 +7,8 @@
 - ``docker/dockerfile:<syntax>``: BuildKit's Dockerfile frontend, built from Go modules, so the
   ``# syntax=`` line of our Dockerfiles resolves locally and they build unchanged.
 - ``pause``: the pod sandbox image, from the ``pause.c`` that ships inside ``k8s.io/kubernetes``.
-- the product: ``Dockerfile.agent`` (both frameworks, and langchain only) and
-  ``Dockerfile.operator``, with a real BuildKit build.
+- the product: ``Dockerfile.agent`` (every framework: crewai, langchain and openai-agents; and
+  langchain only) and ``Dockerfile.operator``, with a real BuildKit build.
 
 Each stand-in is tagged with a hash of what it is made from, so it is rebuilt only when that
 changes; the product images rebuild through BuildKit's layer cache (seconds when nothing changed).

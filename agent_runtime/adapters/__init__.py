@@ -23,6 +23,10 @@ def build_adapter(
         from .langchain import LangChainAdapter
 
         return LangChainAdapter(config, api_key, extra_tools)
+    if config.framework == "openai-agents":
+        from .openai_agents import OpenAIAgentsAdapter
+
+        return OpenAIAgentsAdapter(config, api_key, extra_tools)
     from .crewai import CrewAIAdapter
 
     return CrewAIAdapter(config, api_key, extra_tools)

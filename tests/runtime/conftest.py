@@ -20,7 +20,7 @@ from localcluster.model_server import ModelServer
 from localcluster.procs import free_port
 
 API_KEY = "sk-test-9c1d2e3f4a5b6c7d"  # a fake key; the tests check it never leaks
-FRAMEWORKS = ["langchain", "crewai"]
+FRAMEWORKS = ["langchain", "crewai", "openai-agents"]
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import yaml
 
 from localcluster.model_server import ModelServer
 
-from .conftest import API_KEY, Runtime, RuntimeFactory, agent_config
+from .conftest import API_KEY, FRAMEWORKS, Runtime, RuntimeFactory, agent_config
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +94,12 @@ def test_bad_chat_requests(langchain_runtime: Runtime) -> None:
     error_of(response)
 
 
+@pytest.mark.parametrize("framework", ["langchain", "openai-agents"])
 def test_provider_hang_gives_504_in_time(
-    runtime_factory: RuntimeFactory, model_server: ModelServer
+    runtime_factory: RuntimeFactory, model_server: ModelServer, framework: str
 ) -> None:
     runtime = runtime_factory(
-        agent_config("langchain", model_server, model={"name": "slow-model", "timeoutSeconds": 2})
+        agent_config(framework, model_server, model={"name": "slow-model", "timeoutSeconds": 2})
     )
     started = time.monotonic()
     response = httpx.post(f"{runtime.base_url}/v1/invoke", json={"input": "hello"}, timeout=20)
@@ -118,7 +119,7 @@ def test_provider_hang_gives_504_in_time(
         assert "provider_timeout" in stream.text and stream.text.rstrip().endswith("data: [DONE]")
 
 
-@pytest.mark.parametrize("framework", ["langchain", "crewai"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_provider_error_is_502_without_the_key(
     runtime_factory: RuntimeFactory, model_server: ModelServer, framework: str
 ) -> None:
@@ -133,11 +134,12 @@ def test_provider_error_is_502_without_the_key(
     assert API_KEY not in runtime.log()
 
 
+@pytest.mark.parametrize("framework", ["langchain", "openai-agents"])
 def test_client_disconnect_cancels_the_upstream_call(
-    runtime_factory: RuntimeFactory, model_server: ModelServer
+    runtime_factory: RuntimeFactory, model_server: ModelServer, framework: str
 ) -> None:
     runtime = runtime_factory(
-        agent_config("langchain", model_server, model={"name": "slow-model", "timeoutSeconds": 60})
+        agent_config(framework, model_server, model={"name": "slow-model", "timeoutSeconds": 60})
     )
     before = model_server.recorder.cancelled_streams
     with httpx.stream(
@@ -191,11 +193,12 @@ def test_bearer_token_on_every_route_but_health(
     assert token not in runtime.log()
 
 
+@pytest.mark.parametrize("framework", ["langchain", "openai-agents"])
 def test_graceful_shutdown_finishes_in_flight_requests(
-    runtime_factory: RuntimeFactory, model_server: ModelServer
+    runtime_factory: RuntimeFactory, model_server: ModelServer, framework: str
 ) -> None:
     runtime = runtime_factory(
-        agent_config("langchain", model_server, model={"name": "unhurried-model"})
+        agent_config(framework, model_server, model={"name": "unhurried-model"})
     )
     result: dict[str, httpx.Response] = {}
 
@@ -252,10 +255,13 @@ def test_bad_config_exits_with_one_clear_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and "model.baseURL" in lines[0] and str(path) in lines[0]
 
 
-def test_unbuildable_agent_exits_non_zero(tmp_path: Path, model_server: ModelServer) -> None:
-    # A CrewAI crew file that does not exist: the build fails at startup, loudly.
+@pytest.mark.parametrize("framework", ["crewai", "openai-agents"])
+def test_unbuildable_agent_exits_non_zero(
+    tmp_path: Path, model_server: ModelServer, framework: str
+) -> None:
+    # A framework config file that does not exist: the build fails at startup, loudly.
     config = agent_config(
-        "crewai", model_server, agent={"frameworkConfigPath": str(tmp_path / "missing.yaml")}
+        framework, model_server, agent={"frameworkConfigPath": str(tmp_path / "missing.yaml")}
     )
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(config))

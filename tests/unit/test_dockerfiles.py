@@ -147,6 +147,7 @@ def test_agent_image_runs_what_the_operator_asks() -> None:
     assert AGENT.final.all("EXPOSE") == [str(render.HTTP_PORT)]
     env = " ".join(AGENT.final.all("ENV"))
     assert "HOME=/tmp" in env  # the root filesystem is read-only; /tmp is the pod's emptyDir
+    assert "OPENAI_AGENTS_DISABLE_TRACING=true" in env  # no trace export to OpenAI (no egress)
 
 
 def test_agent_frameworks_build_arg_names_real_extras() -> None:
@@ -154,7 +155,8 @@ def test_agent_frameworks_build_arg_names_real_extras() -> None:
         "optional-dependencies"
     ]
     frameworks = AGENT.args["FRAMEWORKS"].split(",")
-    assert frameworks == ["crewai", "langchain"] and set(frameworks) <= set(extras)
+    assert frameworks == ["crewai", "langchain", "openai-agents"]
+    assert set(frameworks) <= set(extras)
     assert "operator" not in frameworks  # kopf/kubernetes stay out of the agent image
 
 
@@ -265,9 +267,12 @@ def test_operator_image_install(tmp_path: Path) -> None:
 
 
 def test_agent_image_install(tmp_path: Path) -> None:
-    """Both frameworks and the runtime, from wheels only (a minute or two: they are big)."""
+    """Every framework and the runtime, from wheels only (a minute or two: they are big)."""
     venv = run_like_docker(AGENT, tmp_path)
-    code = "import agent_runtime.cli, crewai, langchain, langchain_openai, fastapi, uvicorn"
+    code = (
+        "import agent_runtime.cli, crewai, langchain, langchain_openai, agents, fastapi, uvicorn\n"
+        "import agent_runtime.adapters.openai_agents"  # the adapter's own imports resolve
+    )
     result = python(venv, code)
     assert result.returncode == 0, result.stderr
     assert (venv / "bin" / "aiagent").exists()
