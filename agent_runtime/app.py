@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .adapters import AgentAdapter, build_adapter
 from .api import a2a, chat, invoke, operations, pubsub, responses
-from .config import AgentConfig
+from .config import AgentConfig, BuiltinTool
 from .dapr import DaprPublisher
 from .errors import Redactor, RuntimeFailure
 from .logs import request_id
@@ -26,6 +27,7 @@ from .sessions import DaprSessionStore, InMemorySessionStore, SessionStore
 from .settings import RuntimeSettings, api_key_for
 from .state import RuntimeState
 from .tools import ToolSpec
+from .tools.mcp import McpStartupError, McpToolbox
 
 logger = logging.getLogger("agent_runtime")
 
@@ -78,19 +80,30 @@ def create_app(
         config=config,
         settings=settings,
         sessions=session_store(config, settings, metrics),
-        redact=Redactor([api_key, settings.auth_token, settings.app_api_token]),
+        redact=Redactor(settings.secrets(config)),
         metrics=metrics,
         publisher=DaprPublisher(settings.dapr_http_port) if with_pubsub else None,
     )
 
+    # Built-in tool names stay the built-ins': an MCP tool may not take one.
+    toolbox = McpToolbox(config.agent.mcp_servers, state.redact, get_args(BuiltinTool))
+
+    def waiting_for_mcp(note: str) -> None:
+        state.build_error = note or None  # /readyz says which server is not there yet, and why
+
     async def build() -> None:
         started = time.perf_counter()
         try:
+            extra_tools: list[ToolSpec] = []
+            if config.agent.mcp_servers:
+                extra_tools = await toolbox.connect(settings.mcp_connect_seconds, waiting_for_mcp)
+                state.build_error = None
             # Importing a framework takes seconds: keep the event loop (and /healthz) free.
-            extra_tools: list[ToolSpec] = []  # MCP servers' tools will go here
             state.adapter = await asyncio.to_thread(adapter_factory, config, api_key, extra_tools)
         except Exception as exc:  # any failure to build is fatal, and must say why
-            state.build_error = state.redact(f"cannot build the agent: {type(exc).__name__}: {exc}")
+            # An MCP server's error already says which and why; for others the type helps.
+            why = str(exc) if isinstance(exc, McpStartupError) else f"{type(exc).__name__}: {exc}"
+            state.build_error = state.redact(f"cannot build the agent: {why}")
             logger.error(state.build_error)
             if on_fatal:
                 on_fatal(state.build_error)
@@ -99,7 +112,7 @@ def create_app(
             state.built.set()
         state.build_seconds = time.perf_counter() - started
         logger.info(
-            "agent %s (%s, %s/%s) ready in %.2f s; sessions in %s%s",
+            "agent %s (%s, %s/%s) ready in %.2f s; sessions in %s%s%s",
             config.name,
             config.framework,
             config.model.provider,
@@ -109,6 +122,7 @@ def create_app(
             f"; answering {config.dapr.pubsub}/{config.dapr.subscribe.topic}"
             if with_pubsub and config.dapr.subscribe
             else "",
+            f"; {len(extra_tools)} MCP tools" if config.agent.mcp_servers else "",
         )
 
     @asynccontextmanager
@@ -116,6 +130,8 @@ def create_app(
         task = asyncio.create_task(build())
         yield
         task.cancel()
+        await asyncio.gather(task, return_exceptions=True)  # no MCP connect left half-done
+        await toolbox.close()
         await state.sessions.close()
         if state.publisher is not None:
             await state.publisher.close()

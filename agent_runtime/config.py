@@ -12,8 +12,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+# The MCP models are re-exported too: the operator imports agent.yaml's format from here only.
+from .mcp_config import MCP_HEADER_ENV_PREFIX as MCP_HEADER_ENV_PREFIX
+from .mcp_config import RESERVED_HEADER_RULE as RESERVED_HEADER_RULE
+from .mcp_config import McpHeaderFields as McpHeaderFields
+from .mcp_config import McpServer as McpServer
+from .mcp_config import McpServerFields as McpServerFields
+from .mcp_config import mcp_header_env as mcp_header_env
+from .mcp_config import unique_mcp_servers as unique_mcp_servers
+
+# Re-exported: the operator's API models build on them.
+from .wire import CamelModel as CamelModel
+from .wire import cel_rule as cel_rule
 
 Framework = Literal["crewai", "langchain", "openai-agents"]
 Provider = Literal["openai", "anthropic", "azure", "ollama", "openai-compatible"]
@@ -26,29 +38,6 @@ _NEEDS_BASE_URL = list(PROVIDERS_REQUIRING_BASE_URL)  # rendered as a CEL list l
 
 DEFAULT_CONFIG_PATH = Path("/etc/aiagent/agent.yaml")
 API_KEY_ENV = "MODEL_API_KEY"
-
-
-class CamelModel(BaseModel):
-    """camelCase on the wire (Kubernetes style), snake_case in Python; unknown fields are errors."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        """The object as it appears in YAML: camelCase keys, unset optionals left out."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
-    """One `x-kubernetes-validations` entry: a CEL rule the API server checks, what it says, and
-    (field_path, relative to the object the rule sits on) which field the error points at."""
-    entry: dict[str, JsonValue] = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
 
 
 class ModelConfig(CamelModel):
@@ -145,6 +134,17 @@ class AgentFields(CamelModel):
 
 class AgentSection(AgentFields):
     """The agent section of agent.yaml."""
+
+    mcp_servers: list[McpServer] = Field(
+        default_factory=list,
+        max_length=16,
+        description="MCP servers whose tools the agent may call, besides the built-in tools.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_servers(self) -> AgentSection:
+        unique_mcp_servers(self.mcp_servers)
+        return self
 
     framework_config_path: str | None = Field(
         None,
@@ -255,7 +255,12 @@ class AgentConfig(CamelModel):
     dapr: DaprSection = DaprSection()
 
     def to_yaml(self) -> str:
-        return str(yaml.safe_dump(self.to_wire(), sort_keys=False))
+        wire = self.to_wire()
+        # Agents without MCP servers keep the agent.yaml (and so the config hash, and their pods)
+        # they had before MCP servers existed.
+        if not wire["agent"].get("mcpServers"):
+            wire["agent"].pop("mcpServers", None)
+        return str(yaml.safe_dump(wire, sort_keys=False))
 
 
 class ConfigError(ValueError):
@@ -285,6 +290,8 @@ def agent_config_from_manifest(
     }
     if framework_config_path:
         agent["frameworkConfigPath"] = framework_config_path
+    if agent.get("mcpServers"):
+        agent["mcpServers"] = [_runtime_mcp_server(s) for s in agent["mcpServers"]]
     dapr = spec.get("dapr") or {}
     return AgentConfig.model_validate(
         {
@@ -300,6 +307,20 @@ def agent_config_from_manifest(
             },
         }
     )
+
+
+def _runtime_mcp_server(server: Any) -> Any:
+    """An MCP server of the spec as agent.yaml holds it: a header from a Secret becomes the name
+    of the environment variable the operator fills from that Secret, never the value."""
+    if not isinstance(server, dict):
+        return server  # the validation that follows says what is wrong
+    headers = []
+    for header in server.get("headers") or []:
+        if isinstance(header, dict) and "valueFrom" in header:
+            env = mcp_header_env(str(server.get("name")), str(header.get("name")))
+            header = {"name": header.get("name"), "valueFromEnv": env}
+        headers.append(header)
+    return {**server, "headers": headers}
 
 
 def _component_name(dapr: dict[str, Any], field: str) -> str | None:

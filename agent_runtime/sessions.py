@@ -5,13 +5,18 @@ across restarts and shares it between replicas. A turn is recorded with `append`
 the history it was answered from if nothing changed since, else on top of the history as it is
 by then: two turns of one session that run at the same time (two requests, two replicas) both
 land, neither overwrites the other.
+
+Besides conversations, a store keeps JSON records by key (A2A tasks, for one), in a key space of
+their own, saved unconditionally or only if unchanged since read (the same ETag handling).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +61,15 @@ class History:
     version: str | None = None
 
 
+@dataclass(frozen=True)
+class Record:
+    """A JSON record as read: its value (None when there is none) and the store's version of it
+    (Dapr's ETag, a counter in process memory; None when there is no record)."""
+
+    value: Any = None
+    version: str | None = None
+
+
 class SessionStore(Protocol):
     kind: str
 
@@ -68,6 +82,20 @@ class SessionStore(Protocol):
         the session changed since, after whatever it holds by now."""
         ...
 
+    async def load_record(self, key: str) -> Record:
+        """The record under `key` (an empty Record when there is none)."""
+        ...
+
+    async def save_record(self, key: str, value: Any, read: Record | None = None) -> bool:
+        """Store the JSON `value` under `key`. Without `read` it overwrites whatever is there;
+        with it, it saves only if the record is still as read (first-write-wins) and returns
+        False, saving nothing, when it changed (or appeared) since."""
+        ...
+
+    async def delete_record(self, key: str) -> None:
+        """Remove the record under `key`, if any."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -76,10 +104,17 @@ class InMemorySessionStore:
 
     kind = "memory"
 
-    def __init__(self, max_sessions: int, max_messages: int) -> None:
+    def __init__(
+        self, max_sessions: int, max_messages: int, max_records: int | None = None
+    ) -> None:
         self._sessions: OrderedDict[str, list[ChatMessage]] = OrderedDict()
         self._max_sessions = max_sessions
         self._max_messages = max_messages
+        # Records as JSON text, so a caller's later change to a value never reaches the store
+        # (as with Dapr); the most recently used `max_records` are kept.
+        self._records: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._max_records = max_records or max_sessions
+        self._versions = itertools.count(1)
 
     async def load(self, session_id: str) -> History:
         messages = self._sessions.get(session_id, [])
@@ -96,8 +131,31 @@ class InMemorySessionStore:
         while len(self._sessions) > self._max_sessions:
             self._sessions.popitem(last=False)
 
+    async def load_record(self, key: str) -> Record:
+        if key not in self._records:
+            return Record()
+        self._records.move_to_end(key)
+        text, version = self._records[key]
+        return Record(json.loads(text), version)
+
+    async def save_record(self, key: str, value: Any, read: Record | None = None) -> bool:
+        # No await between the check and the write: atomic on the event loop.
+        if read is not None:
+            current = self._records.get(key)
+            if (current[1] if current else None) != read.version:
+                return False
+        self._records[key] = (json.dumps(value), str(next(self._versions)))
+        self._records.move_to_end(key)
+        while len(self._records) > self._max_records:
+            self._records.popitem(last=False)
+        return True
+
+    async def delete_record(self, key: str) -> None:
+        self._records.pop(key, None)
+
     async def close(self) -> None:
         self._sessions.clear()
+        self._records.clear()
 
 
 class DaprSessionStore:
@@ -106,7 +164,8 @@ class DaprSessionStore:
     Saves are first-write-wins: each carries the ETag of the history it extends, and the store
     refuses it (409) if another turn was saved since; the turn is then re-appended to the fresh
     history and saved again. Dapr prefixes every key with the app id, so replicas sharing an
-    app id (and a store) share sessions.
+    app id (and a store) share sessions. Records live under `<agent>__record__<key>`: session
+    ids cannot hold "_", so no session key is ever a record key.
     """
 
     kind = "dapr"
@@ -148,27 +207,86 @@ class DaprSessionStore:
             "send it again"
         )
 
+    async def load_record(self, key: str) -> Record:
+        response = await self._read(self._record_key(key))
+        if response is None:
+            return Record()
+        return Record(response.json(), response.headers.get("etag") or None)
+
+    async def save_record(self, key: str, value: Any, read: Record | None = None) -> bool:
+        full_key = self._record_key(key)
+        item: dict[str, Any] = {"key": full_key, "value": value}
+        if read is None:
+            item["options"] = {"concurrency": "last-write", "consistency": "strong"}
+            return await self._post(full_key, item, conditional=False)
+        item["options"] = {"concurrency": "first-write", "consistency": "strong"}
+        if read.version is not None:
+            item["etag"] = read.version
+        return await self._post(full_key, item, conditional=True, expected_absent=not read.version)
+
+    async def delete_record(self, key: str) -> None:
+        path = f"/{urllib.parse.quote(self._record_key(key), safe=':')}"
+        try:
+            response = await self._client.delete(path)
+        except httpx.HTTPError as exc:
+            raise SessionStoreError(f"Dapr state store unreachable: {exc}") from None
+        if response.status_code not in (200, 204):
+            raise SessionStoreError(
+                f"Dapr state store answered {response.status_code}: {response.text[:200]}"
+            )
+
     async def close(self) -> None:
         await self._client.aclose()
 
     def _key(self, session_id: str) -> str:
         return f"{self._prefix}{session_id}"
 
+    def _record_key(self, key: str) -> str:
+        return f"{self._prefix}record__{key}"
+
     async def _get(self, key: str) -> History:
+        response = await self._read(key)
+        if response is None:
+            return History()
+        messages = [ChatMessage(role=m["role"], content=m["content"]) for m in response.json()]
+        return History(messages, response.headers.get("etag") or None)
+
+    async def _read(self, key: str) -> httpx.Response | None:
+        """The sidecar's answer for `key`; None when nothing is stored under it."""
         try:
-            response = await self._client.get(f"/{key}", params={"consistency": "strong"})
+            response = await self._client.get(
+                f"/{urllib.parse.quote(key, safe=':')}", params={"consistency": "strong"}
+            )
         except httpx.HTTPError as exc:
             raise SessionStoreError(f"Dapr state store unreachable: {exc}") from None
         if response.status_code == 204 or not response.content:
-            return History()
+            return None
         if response.status_code != 200:
             # Dapr says why (e.g. ERR_STATE_STORE_NOT_FOUND: the Component is missing or not
             # scoped to this app id); its messages carry names, never values.
             raise SessionStoreError(
                 f"Dapr state store answered {response.status_code}: {response.text[:200]}"
             )
-        messages = [ChatMessage(role=m["role"], content=m["content"]) for m in response.json()]
-        return History(messages, response.headers.get("etag") or None)
+        return response
+
+    async def _post(
+        self, key: str, item: dict[str, Any], conditional: bool, expected_absent: bool = False
+    ) -> bool:
+        """Save one item; False if a conditional save met a changed record."""
+        try:
+            response = await self._client.post("", content=json.dumps([item]))
+        except httpx.HTTPError as exc:
+            raise SessionStoreError(f"Dapr state store unreachable: {exc}") from None
+        if response.status_code in (200, 201, 204):
+            return True
+        if conditional and response.status_code == 409:
+            return False
+        # As in _save: Redis answers 500 to a first-write save of a key created meanwhile.
+        if conditional and expected_absent and await self._read(key) is not None:
+            return False
+        raise SessionStoreError(
+            f"Dapr state store answered {response.status_code}: {response.text[:200]}"
+        )
 
     async def _save(self, key: str, messages: list[ChatMessage], etag: str | None) -> bool:
         """True once saved; False if the history changed since it was read (an ETag conflict)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .config import API_KEY_ENV, ModelConfig
+from .config import API_KEY_ENV, AgentConfig, ModelConfig
 
 # The variable each provider's own SDK reads, used when MODEL_API_KEY is unset (laptop use).
 PROVIDER_KEY_ENV = {
@@ -40,6 +40,10 @@ class RuntimeSettings:
     app_api_token: str = ""
     pubsub_max_attempts: int = 3
     shutdown_grace_seconds: int = 25
+    # How long startup keeps trying to reach the MCP servers before the agent fails.
+    mcp_connect_seconds: int = 20
+    # Where a fatal startup error goes for Kubernetes (the terminationMessagePath).
+    termination_log: str = "/dev/termination-log"
     cors_origins: list[str] = field(default_factory=list)
 
     @classmethod
@@ -55,7 +59,18 @@ class RuntimeSettings:
             app_api_token=os.environ.get("APP_API_TOKEN", ""),
             pubsub_max_attempts=max(1, _int("AIAGENT_PUBSUB_MAX_ATTEMPTS", 3)),
             shutdown_grace_seconds=_int("AIAGENT_SHUTDOWN_GRACE_SECONDS", 25),
+            mcp_connect_seconds=max(0, _int("AIAGENT_MCP_CONNECT_SECONDS", 20)),
+            termination_log=os.environ.get("AIAGENT_TERMINATION_LOG", cls.termination_log),
         )
+
+    def secrets(self, config: AgentConfig) -> list[str | None]:
+        """Every secret value the process holds, for the Redactor of logs and error messages."""
+        return [
+            api_key_for(config.model),
+            self.auth_token,
+            self.app_api_token,
+            *mcp_header_secrets(config),
+        ]
 
 
 def api_key_for(model: ModelConfig) -> str | None:
@@ -64,3 +79,15 @@ def api_key_for(model: ModelConfig) -> str | None:
         PROVIDER_KEY_ENV.get(model.provider, ""), ""
     )
     return key or None
+
+
+def mcp_header_secrets(config: AgentConfig) -> list[str]:
+    """The values of MCP headers taken from environment variables (Secrets, in a cluster), and
+    of their credential alone ("Bearer <token>" also yields "<token>")."""
+    values: list[str] = []
+    for server in config.agent.mcp_servers:
+        for header in server.headers:
+            value = os.environ.get(header.value_from_env or "", "")
+            if value:
+                values += [value, value.rsplit(" ", 1)[-1]]
+    return values

@@ -5,6 +5,9 @@ It stands in for the LLM provider (the one part no test may call for real) and a
   test can see whether history reached the model;
 - a tool call when the last user message starts with "calculate ": the model asks for the
   `calculator` tool, then answers "The result is <tool output>." once the tool result comes back;
+- a call of any tool when the last user message is "use <tool> <JSON arguments>" (arguments
+  optional: {}): the model asks for <tool> with those arguments, then answers
+  "The tool said: <tool output>." once the tool result comes back;
 - CrewAI's prompts, where the user's input follows "Current Task:";
 - model "slow-model": answers only after 30 s; streaming, it sends one word, then stalls
   (for timeouts and disconnects);
@@ -55,6 +58,36 @@ def _text(message: dict[str, Any]) -> str:
     return str(content)
 
 
+def _tool_call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    call = {
+        "id": f"call_{uuid.uuid4().hex[:8]}",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments)},
+    }
+    return {"role": "assistant", "content": None, "tool_calls": [call]}
+
+
+def _tool_use(question: str) -> tuple[str, dict[str, Any]] | None:
+    """(tool, arguments) of "use <tool> <JSON object>", or None when the question is not one."""
+    words = question.split(" ", 2)
+    if len(words) < 2 or words[0] != "use" or not words[1]:
+        return None
+    try:
+        arguments = json.loads(words[2]) if len(words) == 3 and words[2].strip() else {}
+    except json.JSONDecodeError:
+        return None
+    return (words[1], arguments) if isinstance(arguments, dict) else None
+
+
+def _called_tool(messages: list[dict[str, Any]]) -> str:
+    """The name of the tool the last assistant message called."""
+    for message in reversed(messages):
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        if calls:
+            return str((calls[-1].get("function") or {}).get("name", ""))
+    return ""
+
+
 def answer_for(messages: list[dict[str, Any]]) -> dict[str, Any]:
     """The assistant message this server answers with (content or a tool call)."""
     users = [m for m in messages if m.get("role") == "user"]
@@ -62,18 +95,18 @@ def answer_for(messages: list[dict[str, Any]]) -> dict[str, Any]:
     # CrewAI wraps the task (our user's input) in a prompt of its own.
     crewai = bool(users) and "Current Task:" in _text(users[-1])
     if last.get("role") == "tool":
-        return {"role": "assistant", "content": f"The result is {_text(last)}."}
+        if _called_tool(messages) == "calculator":
+            return {"role": "assistant", "content": f"The result is {_text(last)}."}
+        return {"role": "assistant", "content": f"The tool said: {_text(last)}."}
     question = _text(users[-1]) if users else ""
     if crewai:
         question = question.split("Current Task:", 1)[1].split("\n", 1)[0].strip()
     if question.startswith("calculate "):
         expression = question.removeprefix("calculate ").strip()
-        call = {
-            "id": f"call_{uuid.uuid4().hex[:8]}",
-            "type": "function",
-            "function": {"name": "calculator", "arguments": json.dumps({"expression": expression})},
-        }
-        return {"role": "assistant", "content": None, "tool_calls": [call]}
+        return _tool_call("calculator", {"expression": expression})
+    used = _tool_use(question)
+    if used:
+        return _tool_call(*used)
     # CrewAI sees one user message per request; our adapter lists earlier turns in it.
     turn = 1 + _text(users[-1]).count("\nUser: ") if crewai else len(users)
     text = f"Echo: {question} (turn {turn})"

@@ -24,6 +24,7 @@ from typing import Any  # noqa: E402
 import yaml  # noqa: E402
 from crewai import Agent, Crew, Process, Task  # noqa: E402
 from crewai.tools import BaseTool  # noqa: E402
+from crewai.types.streaming import StreamChunkType  # noqa: E402
 from pydantic import BaseModel, Field, create_model  # noqa: E402
 
 from ..config import AgentConfig  # noqa: E402
@@ -143,6 +144,10 @@ class CrewAIAdapter:
             crew_agents = list(agents.values())
         else:
             description = question.content
+            # System messages (a request's instructions) would be lost in a CrewAI task: say them.
+            notes = [m.content for m in history if m.role == "system"]
+            if notes:
+                description += "\n\nInstructions for this answer:\n" + "\n".join(notes)
             if context:
                 description += f"\n\nThe conversation so far:\n{context}"
             crew_agents = [self._agent()]
@@ -170,6 +175,8 @@ class CrewAIAdapter:
         try:
             streaming: Any = await crew.akickoff()
             async for chunk in streaming:
+                if getattr(chunk, "chunk_type", StreamChunkType.TEXT) != StreamChunkType.TEXT:
+                    continue  # a tool call's arguments, not the answer
                 text = getattr(chunk, "content", None)
                 if text:
                     yield str(text)

@@ -3,7 +3,8 @@
 - `invoke`: `POST /v1/invoke`, our own simple API (input, session_id, usage).
 - `chat`: `POST /v1/chat/completions`, the OpenAI chat completions API.
 - `responses`: `POST /v1/responses`, the OpenAI Responses API.
-- `a2a`: the A2A agent card.
+- `a2a`: A2A over JSON-RPC (`POST /a2a`, 1.0 and 0.3) and the agent card; `a2a_executor`
+  runs tasks on the adapter, `a2a_tasks` keeps them in the session store.
 - `operations`: `/healthz`, `/readyz`, `/metrics`.
 - `pubsub`: Dapr's programmatic subscription and message delivery.
 - `common`: what they share (the runtime state dependency, error bodies, input checks).

@@ -1,5 +1,5 @@
-"""Tools an agent can call: the built-in ones (`builtin`), each a `ToolSpec` (`base`) that every
-framework adapter wraps in its own tool type."""
+"""Tools an agent can call: the built-in ones (`builtin`) and MCP servers' (`mcp`, imported by
+the app), each a `ToolSpec` (`base`) that every framework adapter wraps in its own tool type."""
 
 from __future__ import annotations
 

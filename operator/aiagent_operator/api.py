@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from agent_runtime.config import AgentFields, CamelModel, Framework, ModelConfig, cel_rule
+from agent_runtime.config import (
+    MCP_HEADER_ENV_PREFIX,
+    RESERVED_HEADER_RULE,
+    AgentFields,
+    CamelModel,
+    Framework,
+    McpHeaderFields,
+    McpServerFields,
+    ModelConfig,
+    cel_rule,
+    unique_mcp_servers,
+)
 
 from .dapr_api import (
     ComponentMetadataEntry,
@@ -74,8 +85,86 @@ class ModelSpec(ModelConfig):
     )
 
 
+# Headers that carry credentials: a plain value would sit in the agent's ConfigMap.
+CREDENTIAL_HEADERS = ["authorization", "proxy-authorization", "cookie", "x-api-key"]
+
+
+class SecretSource(CamelModel):
+    """Where a secret value comes from."""
+
+    secret_key_ref: SecretKeyRef = Field(
+        description="A key of a Secret in the AIAgent's namespace."
+    )
+
+
+class McpHeaderSpec(McpHeaderFields):
+    """A header sent to an MCP server: a literal value, or a Secret key (for credentials)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                RESERVED_HEADER_RULE,
+                cel_rule(
+                    "has(self.value) != has(self.valueFrom)",
+                    "an MCP header needs exactly one of value or valueFrom",
+                ),
+                cel_rule(
+                    f"!has(self.value) || !(self.name.lowerAscii() in {CREDENTIAL_HEADERS})",
+                    "this header carries a credential: take it from a Secret with "
+                    "valueFrom.secretKeyRef, not a plain value",
+                    ".value",
+                ),
+            ]
+        }
+    }
+
+    value: str | None = Field(
+        None, max_length=8192, description="Literal value, for headers that are not secret."
+    )
+    value_from: SecretSource | None = Field(
+        None,
+        description="The value from a Secret: it reaches the pod as an environment variable "
+        f"({MCP_HEADER_ENV_PREFIX}<SERVER>__<HEADER>) and is never copied anywhere else. The "
+        "Secret holds the whole value, e.g. 'Bearer <token>'.",
+    )
+
+
+class McpServerSpec(McpServerFields):
+    """An MCP server (streamable HTTP) whose tools the agent may call."""
+
+    headers: list[McpHeaderSpec] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Headers sent with every request to the server.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.all(h, self.filter(o, o.name.lowerAscii() == h.name.lowerAscii())"
+                    ".size() == 1)",
+                    "header names must be unique (HTTP header names ignore case)",
+                )
+            ],
+        },
+    )
+
+
 class AgentSpec(AgentFields):
     """What the agent is and does."""
+
+    mcp_servers: list[McpServerSpec] = Field(
+        default_factory=list,
+        max_length=16,
+        description="MCP servers (streamable HTTP) whose tools the agent may call, besides the "
+        "built-in tools; each tool is offered to the model as <server>_<tool>.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @model_validator(mode="after")
+    def _unique_servers(self) -> AgentSpec:
+        unique_mcp_servers(self.mcp_servers)
+        return self
 
     config_map_ref: ConfigMapKeyRef | None = Field(
         None,
@@ -131,7 +220,13 @@ class EnvVar(CamelModel):
                     "MODEL_API_KEY is set by the operator from spec.model.apiKeySecretRef; "
                     "do not set it in env",
                     ".name",
-                )
+                ),
+                cel_rule(
+                    f"!self.name.startsWith('{MCP_HEADER_ENV_PREFIX}')",
+                    f"{MCP_HEADER_ENV_PREFIX}* variables are set by the operator from "
+                    "spec.agent.mcpServers[].headers; do not set them in env",
+                    ".name",
+                ),
             ]
         }
     }

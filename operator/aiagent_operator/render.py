@@ -11,7 +11,12 @@ import hashlib
 import json
 from typing import Any
 
-from agent_runtime.config import API_KEY_ENV, AgentConfig, agent_config_from_manifest
+from agent_runtime.config import (
+    API_KEY_ENV,
+    AgentConfig,
+    agent_config_from_manifest,
+    mcp_header_env,
+)
 
 from . import api
 from .settings import OperatorSettings
@@ -182,9 +187,28 @@ def _env(agent: api.AIAgent) -> list[dict[str, Any]]:
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
+    env += _mcp_header_env(agent)
     # The root filesystem is read-only; frameworks (CrewAI) write caches under $HOME.
     env.append({"name": "HOME", "value": "/tmp"})
     env += [var.to_wire() for var in agent.spec.env]
+    return env
+
+
+def _mcp_header_env(agent: api.AIAgent) -> list[dict[str, Any]]:
+    """One variable per MCP header taken from a Secret; agent.yaml names the variable (see
+    agent_runtime.config), so the value goes from the Secret to the pod and nowhere else."""
+    env: list[dict[str, Any]] = []
+    for server in agent.spec.agent.mcp_servers:
+        for header in server.headers:
+            if header.value_from is None:
+                continue
+            ref = header.value_from.secret_key_ref
+            env.append(
+                {
+                    "name": mcp_header_env(server.name, header.name),
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                }
+            )
     return env
 
 

@@ -183,6 +183,74 @@ CASES = [
         ["spec.dapr.stateStore.metadata[1]", "Duplicate value"],
     ),
     (
+        "MCP credential header as a plain value",
+        "bad-mcp-credential",
+        with_changes(
+            agent={
+                "mcpServers": [
+                    {
+                        "name": "github",
+                        "url": "http://github-mcp/mcp",
+                        "headers": [{"name": "Authorization", "value": "Bearer sk-x"}],
+                    }
+                ]
+            }
+        ),
+        ["spec.agent.mcpServers[0].headers[0].value", "take it from a Secret"],
+    ),
+    (
+        "MCP server URL that is not http(s)",
+        "bad-mcp-url",
+        with_changes(agent={"mcpServers": [{"name": "github", "url": "http://"}]}),
+        ["spec.agent.mcpServers[0].url", "must be an http:// or https:// URL"],
+    ),
+    (
+        "two MCP servers with one name",
+        "bad-mcp-duplicate",
+        with_changes(
+            agent={
+                "mcpServers": [
+                    {"name": "github", "url": "http://a/mcp"},
+                    {"name": "github", "url": "http://b/mcp"},
+                ]
+            }
+        ),
+        ["spec.agent.mcpServers[1]", "Duplicate value"],
+    ),
+    (
+        "MCP header names differing only in case",
+        "bad-mcp-headers",
+        with_changes(
+            agent={
+                "mcpServers": [
+                    {
+                        "name": "github",
+                        "url": "http://a/mcp",
+                        "headers": [
+                            {"name": "X-Tenant", "value": "a"},
+                            {"name": "x-tenant", "value": "b"},
+                        ],
+                    }
+                ]
+            }
+        ),
+        ["spec.agent.mcpServers[0].headers", "header names must be unique"],
+    ),
+    (
+        "MCP timeout out of bounds",
+        "bad-mcp-timeout",
+        with_changes(
+            agent={"mcpServers": [{"name": "github", "url": "http://a/mcp", "timeoutSeconds": 0}]}
+        ),
+        ["spec.agent.mcpServers[0].timeoutSeconds", "greater than or equal to 1"],
+    ),
+    (
+        "an MCP header variable set by hand",
+        "bad-mcp-env",
+        with_changes(env=[{"name": "AIAGENT_MCP_GITHUB__AUTHORIZATION", "value": "sk-x"}]),
+        ["set by the operator from spec.agent.mcpServers"],
+    ),
+    (
         "name too long for the children",
         "a" * 64,
         GOOD,

@@ -1,18 +1,16 @@
-"""Both frameworks answer through every route, for the clients people actually use."""
+"""Every framework answers through every route, for the clients people actually use."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
 import openai
 import yaml
-from a2a.client import A2ACardResolver
 
 from localcluster.model_server import ModelServer
 
-from .conftest import API_KEY, Runtime, RuntimeFactory, agent_config
+from .conftest import API_KEY, FRAMEWORKS, Runtime, RuntimeFactory, agent_config
 
 
 def test_invoke(runtime: Runtime) -> None:
@@ -105,24 +103,12 @@ def test_raw_sse_ends_with_done(runtime: Runtime) -> None:
     assert len(lines) > 3  # streamed in pieces, not one blob
 
 
-def test_a2a_card_read_by_the_sdk(runtime: Runtime) -> None:
-    async def fetch() -> object:
-        async with httpx.AsyncClient() as client:
-            return await A2ACardResolver(client, runtime.base_url).get_agent_card()
-
-    card = asyncio.run(fetch())
-    assert card.name.endswith("-bot")  # type: ignore[attr-defined]
-    assert card.description == "Answers questions in tests."  # type: ignore[attr-defined]
-    assert card.capabilities.streaming is True  # type: ignore[attr-defined]
-    assert card.supported_interfaces[0].url == runtime.base_url  # type: ignore[attr-defined]
-    assert [s.id for s in card.skills]  # type: ignore[attr-defined]
-    assert card.version  # type: ignore[attr-defined]
-
-
 def test_health_readiness_and_openapi(runtime: Runtime) -> None:
     assert httpx.get(f"{runtime.base_url}/healthz").json() == {"status": "ok", "framework": None}
     ready = httpx.get(f"{runtime.base_url}/readyz").json()
-    assert ready["status"] == "ready" and ready["framework"] in ("crewai", "langchain")
+    framework = yaml.safe_load(runtime.config_path.read_text())["framework"]
+    assert framework in FRAMEWORKS
+    assert ready["status"] == "ready" and ready["framework"] == framework
     schema = httpx.get(f"{runtime.base_url}/openapi.json").json()
     assert {
         "/v1/invoke",
@@ -219,3 +205,22 @@ def test_framework_config_files(
     sent = model_server.recorder.requests[before]
     assert sent["messages"][0] == {"role": "system", "content": "You are the settings-file agent."}
     assert "tools" not in sent  # the file's empty tool list replaced the inline calculator
+
+    agents_settings = tmp_path / "openai-agents.yaml"
+    agents_settings.write_text(
+        yaml.safe_dump({"instructions": "You are the SDK settings-file agent.", "tools": []})
+    )
+    runtime = runtime_factory(
+        agent_config(
+            "openai-agents", model_server, agent={"frameworkConfigPath": str(agents_settings)}
+        )
+    )
+    before = len(model_server.recorder.requests)
+    response = httpx.post(f"{runtime.base_url}/v1/invoke", json={"input": "hi"}, timeout=30)
+    assert response.status_code == 200, response.text
+    sent = model_server.recorder.requests[before]
+    assert sent["messages"][0] == {
+        "role": "system",
+        "content": "You are the SDK settings-file agent.",
+    }
+    assert "tools" not in sent

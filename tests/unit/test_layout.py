@@ -14,15 +14,18 @@ def test_operator_folder_is_not_a_package() -> None:
     assert hasattr(operator, "itemgetter"), "`import operator` must be the standard library"
 
 
-def imports_of(package: Path) -> set[str]:
+def imports_of_file(path: Path) -> set[str]:
     names: set[str] = set()
-    for path in package.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
     return names
+
+
+def imports_of(package: Path) -> set[str]:
+    return set().union(*(imports_of_file(path) for path in package.rglob("*.py")))
 
 
 def test_runtime_never_imports_the_operator() -> None:
@@ -34,9 +37,30 @@ def test_operator_uses_only_the_runtime_config() -> None:
     assert runtime == {"agent_runtime.config"}
 
 
+FRAMEWORK_MODULES = ("crewai", "langchain", "agents")  # agents: the OpenAI Agents SDK
+
+
+def is_framework(name: str) -> bool:
+    return name.split(".")[0].split("_")[0] in FRAMEWORK_MODULES
+
+
 def test_frameworks_are_not_imported_at_module_level() -> None:
-    for module in ("crewai", "langchain", "agents"):
-        assert not {n for n in imports_of(REPO / "operator") if n.startswith(module)}
+    assert not {n for n in imports_of(REPO / "operator") if is_framework(n)}
+
+
+def test_runtime_imports_a_framework_only_in_its_adapter() -> None:
+    """Only the adapter the config selects pulls a framework in (and providers.py, inside the
+    function that builds that framework's model)."""
+    adapters = REPO / "agent_runtime" / "adapters"
+    allowed = {
+        adapters / "crewai.py": {"crewai"},
+        adapters / "langchain.py": {"langchain"},
+        adapters / "openai_agents.py": {"agents"},
+        REPO / "agent_runtime" / "providers.py": {"crewai", "langchain"},
+    }
+    for path in (REPO / "agent_runtime").rglob("*.py"):
+        frameworks = {n.split(".")[0].split("_")[0] for n in imports_of_file(path)}
+        assert frameworks & set(FRAMEWORK_MODULES) <= allowed.get(path, set()), path
 
 
 def test_demo_and_local_cluster_never_import_tests() -> None:
