@@ -1,7 +1,9 @@
-"""Benchmark of the agent runtime: latency and throughput of /v1/invoke against a bare FastAPI
-endpoint calling the same model server (the ceiling), cold start, and memory. Prints JSON.
+"""Benchmark of the agent runtime: latency and throughput of each protocol's route (invoke, chat
+completions, Responses, A2A SendMessage) against a bare FastAPI endpoint calling the same model
+server (the ceiling), cold start, and memory. Prints JSON.
 
     python -m bench.runtime [--requests 300] [--concurrency 8] [--model-latency-ms 0 200]
+                            [--frameworks langchain crewai openai-agents] [--routes invoke ...]
 
 Everything runs on this machine: the model server, the servers under test and the load generator
 share its cores, so compare the runtime with the ceiling measured in the same run, not across runs.
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,25 +70,54 @@ def start(
     return process, time.monotonic() - started
 
 
-async def load(url: str, requests: int, concurrency: int) -> dict[str, float]:
+def _a2a_send(i: int) -> dict[str, Any]:
+    message = {"messageId": f"m{i}", "role": "ROLE_USER", "parts": [{"text": f"question {i}"}]}
+    return {"jsonrpc": "2.0", "id": i, "method": "SendMessage", "params": {"message": message}}
+
+
+# route name -> (path, request body for request i, headers). One model call per request on each.
+ROUTES: dict[str, tuple[str, Callable[[int], dict[str, Any]], dict[str, str]]] = {
+    "invoke": ("/v1/invoke", lambda i: {"input": f"question {i}"}, {}),
+    "chat": (
+        "/v1/chat/completions",
+        lambda i: {"messages": [{"role": "user", "content": f"question {i}"}]},
+        {},
+    ),
+    "responses": ("/v1/responses", lambda i: {"input": f"question {i}"}, {}),
+    "a2a": ("/a2a", _a2a_send, {"A2A-Version": "1.0"}),
+}
+
+
+def _answered(response: httpx.Response) -> bool:
+    """A 200 that carries an answer (JSON-RPC reports its errors inside a 200)."""
+    if response.status_code != 200:
+        return False
+    body = response.json()
+    return not (isinstance(body, dict) and body.get("error"))
+
+
+async def load(
+    url: str, requests: int, concurrency: int, route: str = "invoke"
+) -> dict[str, float]:
+    path, body, headers = ROUTES[route]
     latencies: list[float] = []
     failures = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
         queue.put_nowait(i)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=headers) as client:
         for i in range(min(20, requests)):  # warm-up: connections, caches, first-call paths
-            await client.post(f"{url}/v1/invoke", json={"input": f"warm {i}"})
+            await client.post(f"{url}{path}", json=body(-1 - i))
 
         async def worker() -> None:
             nonlocal failures
             while not queue.empty():
                 i = queue.get_nowait()
                 began = time.perf_counter()
-                response = await client.post(f"{url}/v1/invoke", json={"input": f"question {i}"})
+                response = await client.post(f"{url}{path}", json=body(i))
                 latencies.append(time.perf_counter() - began)
-                failures += response.status_code != 200
+                failures += not _answered(response)
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -117,18 +149,24 @@ def measure(
         port,
         {"HOME": str(workdir)},
     )
+    url = f"http://127.0.0.1:{port}"
+    routes: dict[str, Any] = {}
     try:
         rss = rss_mib(process.pid)
-        serial = asyncio.run(load(f"http://127.0.0.1:{port}", args.requests // 3, 1))
-        concurrent = asyncio.run(load(f"http://127.0.0.1:{port}", args.requests, args.concurrency))
+        for route in args.routes:
+            routes[route] = {
+                "serial": asyncio.run(load(url, args.requests // 3, 1, route)),
+                "concurrent": asyncio.run(load(url, args.requests, args.concurrency, route)),
+            }
+        rss_after = rss_mib(process.pid)
     finally:
         process.terminate()
         process.wait()
     return {
         "cold_start_s": round(cold_start, 2),
         "rss_after_start_mib": rss,
-        "serial": serial,
-        "concurrent": concurrent,
+        "rss_after_load_mib": rss_after,
+        "routes": routes,
     }
 
 
@@ -156,7 +194,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--model-latency-ms", type=float, nargs="+", default=[0, 200])
-    parser.add_argument("--frameworks", nargs="+", default=["langchain", "crewai"])
+    parser.add_argument("--frameworks", nargs="+", default=["langchain", "crewai", "openai-agents"])
+    parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES))
     args = parser.parse_args()
     results: dict[str, Any] = {
         "machine": {"cores": os.cpu_count()},
@@ -195,10 +234,11 @@ def main() -> None:
                 }
                 for framework in args.frameworks:
                     measured = measure(framework, model_url, args, Path(tmp))
-                    measured["overhead_vs_ceiling"] = {
-                        mode: overhead(measured, run["ceiling"], mode)
-                        for mode in ("serial", "concurrent")
-                    }
+                    for route in measured["routes"].values():
+                        route["overhead_vs_ceiling"] = {
+                            mode: overhead(route, run["ceiling"], mode)
+                            for mode in ("serial", "concurrent")
+                        }
                     run[framework] = measured
                 results["runs"].append(run)
             finally:

@@ -221,10 +221,13 @@ class EnvVar(CamelModel):
                     "do not set it in env",
                     ".name",
                 ),
+                # Header variables are <prefix><SERVER>__<HEADER>; runtime settings that share
+                # the prefix (AIAGENT_MCP_CONNECT_SECONDS) have no "__" and stay settable.
                 cel_rule(
-                    f"!self.name.startsWith('{MCP_HEADER_ENV_PREFIX}')",
-                    f"{MCP_HEADER_ENV_PREFIX}* variables are set by the operator from "
-                    "spec.agent.mcpServers[].headers; do not set them in env",
+                    f"!(self.name.startsWith('{MCP_HEADER_ENV_PREFIX}') && "
+                    "self.name.contains('__'))",
+                    f"{MCP_HEADER_ENV_PREFIX}<SERVER>__<HEADER> variables are set by the operator "
+                    "from spec.agent.mcpServers[].headers; do not set them in env",
                     ".name",
                 ),
             ]

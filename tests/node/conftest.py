@@ -25,6 +25,8 @@ from localcluster.model_server import ModelServer
 from localcluster.node import NODE_NAME
 from tests.conftest import wait_for_image_prefetch
 
+from .mcp_server import IssueTracker
+
 # A fake key with a shape nothing else has, so a test can look for it in logs.
 API_KEY = "sk-node-4e1f9b2a7c3d5e6f8091"
 OPERATOR_NAMESPACES = "node-*"
@@ -69,6 +71,34 @@ def model(cluster: LocalCluster) -> Iterator[ModelServer]:
     server = ModelServer(host=cluster.node_ip).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def issue_tracker(cluster: LocalCluster) -> Iterator[IssueTracker]:
+    """A real MCP server on the node's address, for the agents that list MCP servers."""
+    server = IssueTracker(cluster.node_ip).start()
+    yield server
+    server.stop()
+
+
+def point_mcp_servers_at(
+    manifest: dict[str, Any], server: IssueTracker, kubectl: Kubectl, namespace: str
+) -> None:
+    """Aim the manifest's MCP servers at ``server`` and create the Secrets their headers name,
+    holding the server's token, as a user would before applying it."""
+    for entry in manifest["spec"]["agent"].get("mcpServers") or []:
+        entry["url"] = server.url
+        for header in entry.get("headers") or []:
+            ref = (header.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                kubectl.run(
+                    "create",
+                    "secret",
+                    "generic",
+                    ref["name"],
+                    f"--from-literal={ref['key']}=Bearer {server.token}",
+                    namespace=namespace,
+                )
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,12 @@ from .conftest import (
     agent_pods,
     example,
     on_real_node,
+    point_mcp_servers_at,
     service_url,
     unallocated_cluster_ip,
     wait_ready,
 )
+from .mcp_server import IssueTracker
 
 
 def invoke(url: str, text: str, session: str | None = None, timeout: float = 30) -> dict[str, Any]:
@@ -39,10 +41,13 @@ def invoke(url: str, text: str, session: str | None = None, timeout: float = 30)
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_example_answers_through_its_service(
-    kubectl: Kubectl, namespace: str, model: ModelServer, path: Any
+    kubectl: Kubectl, namespace: str, model: ModelServer, issue_tracker: IssueTracker, path: Any
 ) -> None:
     manifest = example(path.name, model)
     name = manifest["metadata"]["name"]
+    mcp_servers = manifest["spec"]["agent"].get("mcpServers")
+    if mcp_servers:
+        point_mcp_servers_at(manifest, issue_tracker, kubectl, namespace)
     kubectl.apply(manifest, namespace=namespace)
     agent = wait_ready(kubectl, namespace, name)
     pods = agent_pods(kubectl, namespace, name)
@@ -59,6 +64,16 @@ def test_example_answers_through_its_service(
         messages=[{"role": "user", "content": "and through the openai client"}],
     )
     assert "and through the openai client" in (completion.choices[0].message.content or "")
+
+    if mcp_servers:  # the pod called the MCP server, with the token from the Secret
+        tool = f"{mcp_servers[0]['name']}_search_issues"
+        query = f"login {name}"
+        answer = invoke(url, f"use {tool} {json.dumps({'query': query})}")
+        assert issue_tracker.found.get(query), "the MCP tool never ran"
+        assert answer["output"] == f"The tool said: {issue_tracker.found[query]}."
+        config = kubectl.get("configmap", f"{name}-agent", namespace) or {}
+        logs = kubectl.run("logs", f"deployment/{name}", "-c", "agent", namespace=namespace)
+        assert issue_tracker.token not in json.dumps(config) + logs.stdout
 
 
 @pytest.fixture
