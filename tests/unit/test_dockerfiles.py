@@ -5,6 +5,7 @@ from the Dockerfile itself, into fresh virtualenvs, then the entry points import
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -19,11 +20,13 @@ import pytest
 
 from aiagent_operator import render
 from aiagent_operator.settings import OperatorSettings
+from localcluster.paths import CACHE_ROOT
 
 from .conftest import REPO, make_agent
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
 OCI_LABELS = {"title", "description", "version", "revision", "source", "licenses"}
+REPLAY_LAYERS = CACHE_ROOT / "dockerfile-replay"  # builder RUN steps' wheels, by cache key
 
 
 @dataclass
@@ -96,12 +99,19 @@ def test_multi_stage_with_wheels_from_the_builder(image: Dockerfile) -> None:
     assert len(image.stages) == 2 and builder.name == "builder"
     assert image.expand(builder.base) == image.expand(final.base)
     assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", image.expand(final.base))
-    (wheel,) = [run for run in builder.all("RUN") if "pip wheel" in run]
-    assert "--no-cache-dir" in wheel and " -c requirements/" in wheel
+    # The dependencies from the lock alone (a layer no source change touches), then our wheel.
+    dependencies, ours = [run for run in builder.all("RUN") if "pip wheel" in run]
+    assert dependencies.endswith(" -r requirements/dev.lock") and "--no-deps" in dependencies
+    assert ours.endswith(" .") and "--no-deps" in ours
+    assert all("--no-cache-dir" in run for run in (dependencies, ours))
+    copies = builder.all("COPY")
+    assert copies[0] == "requirements/dev.lock requirements/", "the lock comes in alone, first"
     (install,) = final.all("RUN")[-1:]
     # Only the builder's wheels, bind-mounted (never a layer), no index, no cache.
     assert install.startswith("--mount=type=bind,from=builder,source=/wheels,target=/wheels")
     assert "--no-index" in install and "--no-cache-dir" in install
+    # Only what the image's extras need, from all the lock's wheels.
+    assert re.search(r'--constraint /requirements/dev.lock "aiagent-operator\[[^]]+\]"$', install)
     assert not any("/wheels" in copy for copy in final.all("COPY"))
     # No compilers, package managers' caches or sources in the final image.
     final_text = " ".join(args for _, args in final.instructions)
@@ -191,9 +201,11 @@ def test_dockerignore_lets_in_exactly_what_the_images_copy() -> None:
 
 
 def run_like_docker(image: Dockerfile, tmp: Path) -> Path:
-    """Run the image's builder stage (WORKDIR, COPY, the pip wheel RUN) and the final stage's
-    pip install, with /wheels and the builder's Python mapped to folders here. The one liberty:
-    pip may use its cache, so that a second run does not download everything again."""
+    """Run the image's builder stage (WORKDIR, COPY, the pip wheel RUNs) and the final stage's
+    pip install, with /wheels and the builder's Python mapped to folders here. Two liberties:
+    pip may use its cache, so that a second run does not download everything again; and a
+    builder RUN whose command and files are those of an earlier run reuses that run's wheels,
+    as Docker's layer cache does (the lock's wheels, until the lock changes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_FIND_LINKS")}
     builder_venv, image_venv, wheels = tmp / "builder", tmp / "image", tmp / "wheels"
     for venv in (builder_venv, image_venv):
@@ -201,7 +213,8 @@ def run_like_docker(image: Dockerfile, tmp: Path) -> Path:
 
     def shell(command: str, venv: Path, cwd: Path) -> None:
         command = image.expand(command).replace("/wheels", str(wheels))
-        command = re.sub(r"^--mount=\S+ ", "", command).replace("--no-cache-dir ", "")
+        command = command.replace("/requirements/", f"{context}/requirements/")
+        command = re.sub(r"^(--mount=\S+\s+)+", "", command).replace("--no-cache-dir ", "")
         assert command.startswith("pip "), command
         command = f"{venv}/bin/{command}"
         result = subprocess.run(
@@ -222,9 +235,47 @@ def run_like_docker(image: Dockerfile, tmp: Path) -> Path:
                     (context / dest).mkdir(parents=True, exist_ok=True)
                     shutil.copy(REPO / source, context / dest)
         elif keyword == "RUN":
-            shell(args, builder_venv, context)
+            key = hashlib.sha256(f"{args}\n{tree_digest(context)}".encode()).hexdigest()[:16]
+            layer = REPLAY_LAYERS / key
+            if not layer.is_dir():
+                before = set(wheels.iterdir()) if wheels.is_dir() else set()
+                shell(args, builder_venv, context)
+                store_layer(layer, sorted(set(wheels.iterdir()) - before))
+            wheels.mkdir(exist_ok=True)
+            for built in layer.iterdir():
+                if not (wheels / built.name).exists():
+                    os.link(built, wheels / built.name)
     shell(image.final.all("RUN")[-1], image_venv, tmp)
     return image_venv
+
+
+def tree_digest(root: Path) -> str:
+    """The names and contents of every file under ``root``: what a RUN step's cache key hangs on."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root)}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def store_layer(layer: Path, files: list[Path], keep: int = 6) -> None:
+    """Keep a RUN step's wheels under its key (hard links, same filesystem or copies), and only
+    the newest few steps' (each lock's wheels are hundreds of MB)."""
+    partial = layer.with_name(layer.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for path in files:
+        try:
+            os.link(path, partial / path.name)
+        except OSError:
+            shutil.copy2(path, partial / path.name)
+    partial.rename(layer)
+    layers = sorted(
+        (p for p in REPLAY_LAYERS.iterdir() if not p.name.endswith(".partial")),
+        key=lambda p: p.stat().st_mtime,
+    )
+    for old in layers[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def installed(venv: Path) -> set[str]:
