@@ -279,9 +279,11 @@ class DaprSessionStore:
             raise SessionStoreError(f"Dapr state store unreachable: {exc}") from None
         if response.status_code in (200, 201, 204):
             return True
-        if conditional and response.status_code == 409:
+        if conditional and response.status_code == 409:  # ETag mismatch (Dapr's ETagMismatch)
             return False
-        # As in _save: Redis answers 500 to a first-write save of a key created meanwhile.
+        # A first save of a key another writer created meanwhile: the in-memory store says 409,
+        # but Redis says 500 ("failed to set key") for first-write without an ETag. The key
+        # existing now tells the conflict apart from a failure.
         if conditional and expected_absent and await self._read(key) is not None:
             return False
         raise SessionStoreError(
@@ -299,20 +301,4 @@ class DaprSessionStore:
         }
         if etag is not None:
             item["etag"] = etag
-        try:
-            response = await self._client.post("", content=json.dumps([item]))
-        except httpx.HTTPError as exc:
-            raise SessionStoreError(f"Dapr state store unreachable: {exc}") from None
-        if response.status_code in (200, 201, 204):
-            return True
-        if response.status_code == 409:  # ETag mismatch (Dapr's ETagMismatch → 409)
-            return False
-        if etag is None:
-            # A first save of a new session that another turn created meanwhile: the in-memory
-            # store says 409, but Redis says 500 ("failed to set key") for first-write without
-            # an ETag. The key existing now tells the conflict apart from a failure.
-            if (await self._get(key)).version is not None:
-                return False
-        raise SessionStoreError(
-            f"Dapr state store answered {response.status_code}: {response.text[:200]}"
-        )
+        return await self._post(key, item, conditional=True, expected_absent=etag is None)

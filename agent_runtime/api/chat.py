@@ -19,7 +19,7 @@ from ..adapters.base import ChatMessage, Role, Usage
 from ..errors import RuntimeFailure
 from ..state import RuntimeState
 from ..streaming import EventStreamResponse, StreamPump
-from .common import ERRORS, InvalidRequest, State, check_input_length
+from .common import ERRORS, InvalidRequest, State, check_input_length, start_stream
 
 router = APIRouter()
 
@@ -105,19 +105,7 @@ async def chat_completions(body: ChatCompletionRequest, state: State) -> Any:
     model = state.config.name
     if body.stream:
         usage = Usage()
-        stream = StreamPump(adapter.stream(messages, usage))
-        try:
-            # Wait for the first piece before answering 200, so a failing provider still
-            # gets a proper 502/504 status instead of an error buried in the stream.
-            first = await state.within_timeout(stream.next())
-        except StopAsyncIteration:
-            first = ""
-        except RuntimeFailure as failure:
-            await stream.close()
-            raise state.safe(failure) from None
-        except BaseException:
-            await stream.close()
-            raise
+        stream, first = await start_stream(state, adapter.stream(messages, usage))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _events(state, stream, first, usage, completion_id, created, model, include_usage)
         return EventStreamResponse(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -9,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import RuntimeFailure
 from ..state import RuntimeState
+from ..streaming import StreamPump
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
@@ -54,3 +56,20 @@ def check_input_length(state: RuntimeState, text: str) -> None:
     limit = state.settings.max_input_chars
     if len(text) > limit:
         raise InvalidRequest(f"input is {len(text)} characters long; the limit is {limit}")
+
+
+async def start_stream(state: RuntimeState, source: AsyncIterator[str]) -> tuple[StreamPump, str]:
+    """Drive `source` and wait for its first piece before the route answers 200, so a failing
+    provider still gets a proper 502/504 status instead of an error buried in the stream."""
+    stream = StreamPump(source)
+    try:
+        first = await state.within_timeout(stream.next())
+    except StopAsyncIteration:
+        first = ""
+    except RuntimeFailure as failure:
+        await stream.close()
+        raise state.safe(failure) from None
+    except BaseException:
+        await stream.close()
+        raise
+    return stream, first

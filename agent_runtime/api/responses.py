@@ -27,7 +27,7 @@ from ..sessions import History
 from ..state import RuntimeState
 from ..streaming import EventStreamResponse, StreamPump
 from .chat import ROLES
-from .common import ERRORS, ErrorBody, InvalidRequest, State, check_input_length
+from .common import ERRORS, ErrorBody, InvalidRequest, State, check_input_length, start_stream
 
 logger = logging.getLogger("agent_runtime")
 
@@ -361,19 +361,7 @@ async def create_response(body: CreateResponseRequest, state: State) -> Any:
     turn = Turn(response_id, created_at, state.config.name, history, new_messages, body)
     if body.stream:
         usage = Usage()
-        stream = StreamPump(adapter.stream(turn.sent(), usage))
-        try:
-            # The first piece before answering 200, so a failing provider still gets a
-            # proper 502/504 status instead of an error buried in the stream.
-            first = await state.within_timeout(stream.next())
-        except StopAsyncIteration:
-            first = ""
-        except RuntimeFailure as failure:
-            await stream.close()
-            raise state.safe(failure) from None
-        except BaseException:
-            await stream.close()
-            raise
+        stream, first = await start_stream(state, adapter.stream(turn.sent(), usage))
         return EventStreamResponse(
             _events(state, turn, stream, first, usage),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
