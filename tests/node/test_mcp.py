@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from localcluster import LocalCluster
-from localcluster.kubectl import Kubectl, wait_for
+from localcluster.kubectl import Kubectl, condition, wait_for
 from localcluster.model_server import ModelServer
 from localcluster.procs import free_port
 
@@ -23,14 +23,23 @@ def test_unreachable_mcp_server_is_named_on_the_aiagent(
     manifest["spec"]["env"] = [{"name": "AIAGENT_MCP_CONNECT_SECONDS", "value": "3"}]
     kubectl.apply(manifest, namespace=namespace)
 
-    def failed() -> dict[str, Any] | None:
-        agent = kubectl.get("aiagent", "support-bot", namespace) or {}
-        status = agent.get("status") or {}
-        return status if status.get("phase") in ("Failed", "Degraded") else None
+    # The first failure the AIAgent reports need not be this one: on a loaded machine the Dapr
+    # injector's webhook can time out, the operator says so, and the ReplicaSet tries again. What
+    # must come, and stay, is the runtime's own words, through the pod's termination message.
+    seen: list[str] = []
 
-    status = wait_for("the agent Failed", failed, timeout=180, interval=1)
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "False"
-    # The runtime's own words, through the pod's termination message: the server and the reason.
-    assert "MCP server 'tickets'" in ready["message"], ready["message"]
+    def named() -> dict[str, Any] | None:
+        agent = kubectl.get("aiagent", "support-bot", namespace) or {}
+        ready = condition(agent, "Ready")
+        message = str(ready.get("message", ""))
+        if message and (not seen or seen[-1] != message):
+            seen.append(message)
+        phase = (agent.get("status") or {}).get("phase")
+        failing = ready.get("status") == "False" and phase in ("Failed", "Degraded")
+        return ready if failing and "MCP server 'tickets'" in message else None
+
+    try:
+        ready = wait_for("the MCP server named on the AIAgent", named, timeout=180, interval=1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; Ready messages seen, in order: {seen}") from None
     assert url in ready["message"], ready["message"]
