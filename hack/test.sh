@@ -1,33 +1,55 @@
 #!/usr/bin/env bash
-# `make test`: every suite, in two pytest processes side by side. The real-node suite spends most
-# of its time waiting (pods starting, rollouts, the HPA's metric windows, Dapr's control plane),
-# and the unit, runtime and kwok suites fill that time with work. The two share nothing but the
-# build caches (build.sh holds a lock) and each starts its own control plane on free ports.
+# `make test`: every suite, in three pytest processes side by side. Each suite spends much of its
+# time waiting (the node suite on pods, rollouts, the HPA's metric windows and Dapr's control
+# plane; the runtime suite on timeouts, shutdowns and the fake model's latency; the kwok suite on
+# its control plane), and two cores are busiest with three processes filling each other's waits.
+# They share nothing but the build caches (build.sh and the image builds hold locks), and each
+# starts its own control plane, model server and daprd on free ports.
 #
-# The node suite's output is kept in a file and printed when both are done, so neither garbles
-# the other; the last lines give each suite's count and the exit code is non-zero if either failed.
+# The first group prints as it goes; the others' output is kept in files and printed when all
+# are done, so none garbles another. The last lines give each group's exit code, and the exit
+# code is non-zero if any failed.
 #   hack/test.sh [pytest args...]     e.g. hack/test.sh -x
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-node_log=$(mktemp -t aiagent-node-suite.XXXXXX)
+# The longest first (it prints live); the node suite, the most waiting, beside it.
+groups=("tests/unit tests/e2e" "tests/runtime" "tests/node")
 
-# A process group of its own, so an interrupt stops all of it (pytest, its cluster, its builds).
-setsid "$PY" -m pytest tests/node "$@" >"$node_log" 2>&1 &
-node_pid=$!
-stop_node() { kill -TERM -- "-$node_pid" 2>/dev/null; wait "$node_pid" 2>/dev/null; }
-trap 'stop_node; rm -f "$node_log"; exit 130' INT TERM
+pids=() logs=()
+stop_all() {
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+}
+trap 'stop_all; rm -f "${logs[@]}"; exit 130' INT TERM
 
-"$PY" -m pytest tests/unit tests/runtime tests/e2e "$@"
-rest=$?
-wait "$node_pid"
-node=$?
+for group in "${groups[@]:1}"; do
+    log=$(mktemp -t aiagent-suite.XXXXXX)
+    # A process group of its own, so an interrupt stops all of it (pytest, its cluster, builds).
+    # shellcheck disable=SC2086  # a group is several paths
+    setsid "$PY" -m pytest $group "$@" >"$log" 2>&1 &
+    pids+=("$!") logs+=("$log")
+done
+
+# shellcheck disable=SC2086
+"$PY" -m pytest ${groups[0]} "$@"
+codes=("$?")
+for pid in "${pids[@]}"; do
+    wait "$pid"
+    codes+=("$?")
+done
 trap - INT TERM
 
+for i in "${!logs[@]}"; do
+    echo
+    echo "================ ${groups[$((i + 1))]} (ran beside the suites above) ================"
+    cat "${logs[$i]}"
+done
+rm -f "${logs[@]}"
 echo
-echo "================ tests/node (ran beside the suites above) ================"
-cat "$node_log"
-echo
-echo "make test: tests/unit tests/runtime tests/e2e exited $rest; tests/node exited $node"
-rm -f "$node_log"
-[ "$rest" = 0 ] && [ "$node" = 0 ]
+failed=0
+for i in "${!groups[@]}"; do
+    echo "make test: ${groups[$i]} exited ${codes[$i]}"
+    [ "${codes[$i]}" = 0 ] || failed=1
+done
+exit "$failed"

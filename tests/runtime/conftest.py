@@ -116,13 +116,14 @@ def runtime_factory(tmp_path: Path) -> Iterator[RuntimeFactory]:
             runtime.stop(signal.SIGKILL)
 
 
-@pytest.fixture(scope="module", params=FRAMEWORKS)
+@pytest.fixture(scope="session", params=FRAMEWORKS)
 def runtime(
     request: pytest.FixtureRequest,
     model_server: ModelServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Runtime]:
-    """One runtime per framework, shared by a module's tests."""
+    """One runtime per framework, shared by every test that needs no config of its own: a start
+    is seconds of imports (CrewAI's most), and the tests measure deltas, never absolutes."""
     config = agent_config(request.param, model_server)
     started = start_runtime(config, tmp_path_factory.mktemp(request.param))
     yield started

@@ -4,6 +4,7 @@ from the Dockerfile itself, into fresh virtualenvs, then the entry points import
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from .conftest import REPO, make_agent
 HADOLINT = Path(sys.executable).parent / "hadolint"
 OCI_LABELS = {"title", "description", "version", "revision", "source", "licenses"}
 REPLAY_LAYERS = CACHE_ROOT / "dockerfile-replay"  # builder RUN steps' wheels, by cache key
+FINAL_PREFIX = "final-"  # ...and the final stage's installed environments, by theirs
 
 
 @dataclass
@@ -202,14 +205,15 @@ def test_dockerignore_lets_in_exactly_what_the_images_copy() -> None:
 
 def run_like_docker(image: Dockerfile, tmp: Path) -> Path:
     """Run the image's builder stage (WORKDIR, COPY, the pip wheel RUNs) and the final stage's
-    pip install, with /wheels and the builder's Python mapped to folders here. Two liberties:
-    pip may use its cache, so that a second run does not download everything again; and a
-    builder RUN whose command and files are those of an earlier run reuses that run's wheels,
-    as Docker's layer cache does (the lock's wheels, until the lock changes)."""
+    pip install, with /wheels and the builder's Python mapped to folders here; returns the
+    installed environment. Two liberties: pip may use its cache, so that a second run does not
+    download everything again; and a RUN whose command and inputs are those of an earlier run
+    reuses that run's result, as Docker's layer cache does: a builder RUN its wheels (the lock's,
+    until the lock changes), the final install its environment (until a wheel or the lock
+    changes: minutes of pip for the agent image's three frameworks, on every run otherwise)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_FIND_LINKS")}
-    builder_venv, image_venv, wheels = tmp / "builder", tmp / "image", tmp / "wheels"
-    for venv in (builder_venv, image_venv):
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    builder_venv, wheels = tmp / "builder", tmp / "wheels"  # the builder's Python: made if needed
+    layer_keys: list[str] = []
 
     def shell(command: str, venv: Path, cwd: Path) -> None:
         command = image.expand(command).replace("/wheels", str(wheels))
@@ -236,8 +240,11 @@ def run_like_docker(image: Dockerfile, tmp: Path) -> Path:
                     shutil.copy(REPO / source, context / dest)
         elif keyword == "RUN":
             key = hashlib.sha256(f"{args}\n{tree_digest(context)}".encode()).hexdigest()[:16]
+            layer_keys.append(key)
             layer = REPLAY_LAYERS / key
             if not layer.is_dir():
+                if not builder_venv.exists():
+                    subprocess.run([sys.executable, "-m", "venv", str(builder_venv)], check=True)
                 before = set(wheels.iterdir()) if wheels.is_dir() else set()
                 shell(args, builder_venv, context)
                 store_layer(layer, sorted(set(wheels.iterdir()) - before))
@@ -245,7 +252,22 @@ def run_like_docker(image: Dockerfile, tmp: Path) -> Path:
             for built in layer.iterdir():
                 if not (wheels / built.name).exists():
                     os.link(built, wheels / built.name)
-    shell(image.final.all("RUN")[-1], image_venv, tmp)
+    # The install's inputs: its command, the builder layers (each keyed by its own inputs) and the
+    # lock it is constrained by. A venv is not relocatable, so it is made where it is kept; a
+    # run cut short leaves no ".complete" and is made again.
+    install = image.expand(image.final.all("RUN")[-1])  # with its ARGs' values
+    lock = (context / "requirements" / "dev.lock").read_bytes()
+    key = hashlib.sha256(f"{install}\n{layer_keys}".encode() + lock).hexdigest()[:16]
+    image_venv = REPLAY_LAYERS / f"{FINAL_PREFIX}{key}"
+    REPLAY_LAYERS.mkdir(parents=True, exist_ok=True)
+    with (REPLAY_LAYERS / ".final.lock").open("w") as lock_file:  # two checkouts: one builds
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if not (image_venv / ".complete").exists():
+            shutil.rmtree(image_venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(image_venv)], check=True)
+            shell(install, image_venv, tmp)
+            (image_venv / ".complete").touch()
+            prune(lambda p: p.is_dir() and p.name.startswith(FINAL_PREFIX), keep=4)
     return image_venv
 
 
@@ -270,9 +292,18 @@ def store_layer(layer: Path, files: list[Path], keep: int = 6) -> None:
         except OSError:
             shutil.copy2(path, partial / path.name)
     partial.rename(layer)
+    prune(
+        lambda p: (
+            p.is_dir() and not p.name.endswith(".partial") and not p.name.startswith(FINAL_PREFIX)
+        ),
+        keep,
+    )
+
+
+def prune(kind: Callable[[Path], bool], keep: int) -> None:
+    """Remove all but the newest ``keep`` replay layers of one kind."""
     layers = sorted(
-        (p for p in REPLAY_LAYERS.iterdir() if not p.name.endswith(".partial")),
-        key=lambda p: p.stat().st_mtime,
+        (p for p in REPLAY_LAYERS.iterdir() if kind(p)), key=lambda p: p.stat().st_mtime
     )
     for old in layers[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
