@@ -128,3 +128,18 @@ def runtime(
     started = start_runtime(config, tmp_path_factory.mktemp(request.param))
     yield started
     started.stop()
+
+
+@pytest.fixture(scope="session", params=FRAMEWORKS)
+def broken_runtime(
+    request: pytest.FixtureRequest,
+    model_server: ModelServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Runtime]:
+    """A runtime whose provider fails with a 401 that repeats the API key, shared by every
+    protocol's failure test; once it has stopped (its log complete), the key must not be in it."""
+    config = agent_config(request.param, model_server, model={"name": "broken-model"})
+    started = start_runtime(config, tmp_path_factory.mktemp(f"broken-{request.param}"))
+    yield started
+    started.stop()
+    assert API_KEY not in started.log(), "the API key reached the broken runtime's log"

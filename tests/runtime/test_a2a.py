@@ -107,19 +107,6 @@ def slow_runtime(
     started.stop()
 
 
-@pytest.fixture(scope="module", params=FRAMEWORKS)
-def broken_runtime(
-    request: pytest.FixtureRequest,
-    model_server: ModelServer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Runtime]:
-    """A runtime whose provider fails with a 401 that repeats the API key."""
-    config = agent_config(request.param, model_server, model={"name": "broken-model"})
-    started = start_runtime(config, tmp_path_factory.mktemp(f"broken-{request.param}"))
-    yield started
-    started.stop()
-
-
 @pytest.mark.parametrize("path", CARD_PATHS)
 def test_card_tells_the_truth(runtime: Runtime, path: str) -> None:
     async def check() -> AgentCard:
