@@ -34,7 +34,7 @@ from aiagent_operator.settings import OperatorSettings
 from localcluster.model_server import ModelServer
 from localcluster.procs import free_port
 
-from .conftest import API_KEY, FRAMEWORKS, Runtime, start_runtime
+from .conftest import API_KEY, FRAMEWORKS, POLL, Runtime, start_runtime
 
 TOKEN = f"mcp-token-{uuid.uuid4().hex}"  # the Secret's value; it must never show anywhere
 ALLOWED = ["record", "explode", "slow", "echo_token"]
@@ -322,8 +322,8 @@ def test_an_unreachable_server_fails_readiness_then_the_process(
         deadline = time.monotonic() + 30
         while runtime.process.poll() is None and time.monotonic() < deadline:
             try:
-                ready = httpx.get(f"{runtime.base_url}/readyz", timeout=1)
-                assert httpx.get(f"{runtime.base_url}/healthz", timeout=1).status_code == 200
+                ready = POLL.get(f"{runtime.base_url}/readyz")
+                assert POLL.get(f"{runtime.base_url}/healthz").status_code == 200
             except httpx.TransportError:
                 time.sleep(0.1)
                 continue
