@@ -13,7 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-# The longest first (it prints live); the node suite, the most waiting, beside it.
+# The first group prints as it goes; the node suite, the longest and the most waiting, is last.
 groups=("tests/unit tests/e2e" "tests/runtime" "tests/node")
 
 pids=() logs=()
