@@ -31,9 +31,11 @@ TASK_KEY = "a2a-task-{}"
 INDEX_KEY = "a2a-tasks"
 # ListTasks sees the most recent tasks only: the index is one record, read whole.
 INDEX_LIMIT = 1000
-# Each streamed piece of an answer is a task event, and each event a save: a running task's
-# saves within this many seconds of the last one are folded into one, so a Dapr store sees a
-# few writes a second per stream, not one per token. State changes are saved at once.
+# Each event of a running task is a save (working, then one per streamed piece of the answer):
+# a running task's saves within this many seconds of its last write are folded into one, so a
+# Dapr store sees a few writes a second per stream, not one per token, and a quick answer costs
+# two writes (submitted, then the final state). A task's first save and its final state are
+# written at once; what another replica's GetTask sees of a running task lags by at most this.
 COALESCE_SECONDS = 0.25
 FINAL_STATES = {
     TaskState.TASK_STATE_COMPLETED,
@@ -48,7 +50,9 @@ FINAL_STATES = {
 class SessionTaskStore(TaskStore):
     """Each task is a JSON record (the A2A JSON form of the task); an index record lists the
     recent ones for ListTasks. One replica runs a task and is its only writer, so task saves
-    overwrite; index updates are first-write-wins, retried like session turns."""
+    overwrite; index updates are first-write-wins, retried like session turns. A task's index
+    update runs beside the agent (a read and a write of the whole index are not the caller's
+    wait) and its final save waits for it, so a finished task is always listed."""
 
     def __init__(self, sessions: SessionStore, redact: Redactor) -> None:
         self._sessions = sessions
@@ -58,6 +62,7 @@ class SessionTaskStore(TaskStore):
         self._locks: dict[str, asyncio.Lock] = {}
         self._flushes: set[asyncio.Task[None]] = set()
         self._indexed: OrderedDict[str, None] = OrderedDict()
+        self._indexing: dict[str, asyncio.Task[None]] = {}  # task id -> its index update
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         state = task.status.state
@@ -65,7 +70,6 @@ class SessionTaskStore(TaskStore):
         if (
             state not in FINAL_STATES
             and last is not None
-            and last[0] == state
             and time.monotonic() - last[1] < COALESCE_SECONDS
         ):
             copy = Task()
@@ -80,10 +84,15 @@ class SessionTaskStore(TaskStore):
         async with self._lock(task.id):
             self._pending.pop(task.id, None)  # this save is newer than anything folded
             await self._write(task)
+        if task.id not in self._indexed and task.id not in self._indexing:
+            indexing = asyncio.create_task(self._index(task))
+            self._indexing[task.id] = indexing
+            indexing.add_done_callback(lambda _: self._indexing.pop(task.id, None))
         if state in FINAL_STATES:
             self._written.pop(task.id, None)
             self._locks.pop(task.id, None)
-        await self._index(task)
+            if task.id in self._indexing:  # a cancelled caller does not cancel the update
+                await asyncio.shield(self._indexing[task.id])
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         if not re.fullmatch(SESSION_ID_PATTERN, task_id):
@@ -95,6 +104,8 @@ class SessionTaskStore(TaskStore):
         return task
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        # This replica's own tasks are listed as soon as they exist: their updates land first.
+        await asyncio.gather(*(asyncio.shield(i) for i in list(self._indexing.values())))
         entries = await self._index_entries()
         if params.context_id:
             entries = [e for e in entries if e[1] == params.context_id]
@@ -139,15 +150,16 @@ class SessionTaskStore(TaskStore):
                 logger.warning("saving A2A task %s failed: %s", task_id, exc)
 
     async def _index(self, task: Task) -> None:
-        if task.id in self._indexed:
-            return
-
         def add(entries: Entries) -> Entries | None:
             if any(e[0] == task.id for e in entries):
                 return None
             return [*entries, [task.id, task.context_id]][-INDEX_LIMIT:]
 
-        await self._update_index(add)
+        try:
+            await self._update_index(add)
+        except Exception as exc:  # the task itself is stored; only ListTasks misses it
+            logger.warning("listing A2A task %s in the index failed: %s", task.id, exc)
+            return
         self._indexed[task.id] = None
         while len(self._indexed) > INDEX_LIMIT:
             self._indexed.popitem(last=False)

@@ -5,6 +5,9 @@ well-known paths, protocol errors, and tasks shared by two runtimes through a re
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -364,3 +367,17 @@ def test_tasks_are_shared_through_the_dapr_store(
             f"{dapr.url}/v1.0/state/{STATE_STORE}/langchain-bot__record__a2a-task-{sent.id}"
         )
         assert stored.json()["id"] == sent.id
+
+
+@pytest.mark.parametrize(("setting", "traced"), [(None, False), ("true", True)])
+def test_the_sdks_tracing_is_off_unless_asked_for(setting: str | None, traced: bool) -> None:
+    # The runtime exports no traces, so the SDK's per-call spans are pure cost unless a
+    # deployment turns them on (and configures OpenTelemetry itself).
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"}
+    if setting is not None:
+        env["OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"] = setting
+    probe = "import agent_runtime.app, a2a.utils.telemetry as t; print(t.otel_enabled)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == str(traced)
