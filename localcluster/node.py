@@ -34,7 +34,14 @@ NODE_LABEL = "aiagents.dev/real-node"
 CGROUP_ROOT = "aiagent"
 CGROUP_FS = Path("/sys/fs/cgroup")
 CNI_BIN = Path("/usr/lib/cni")
-CNI_STATE = Path("/var/lib/cni")  # libcni's result cache; not configurable through containerd 1.6
+# Host directories whose paths are fixed in the binaries (no flag moves them): made by the node
+# when missing, and then removed at teardown. Everything else it writes lives in its own dirs.
+FIXED_HOST_DIRS = (
+    Path("/var/lib/cni"),  # libcni's result cache; not configurable through containerd 1.6
+    Path("/var/lib/kubelet"),  # the device-plugin socket's dir (pluginapi.DevicePluginPath)
+    Path("/var/log/containers"),  # the kubelet's links to container logs (ContainerLogsDir)
+    Path("/run/containerd"),  # the runc shim's sockets (/run/containerd/s) in containerd 1.6
+)
 RUN_ROOT = Path("/run/aiagent-localcluster")
 # What the kubelet would write into the host's kernel settings (pkg/kubelet/cm): masked instead.
 KUBELET_SYSCTLS = {
@@ -105,7 +112,7 @@ class RealNode:
         self.containerd_root = CACHE_ROOT / "node" / "containerd"
         self.kubelet_dir = self.dir / "kubelet"
         self.kubelet_port = 0
-        self._cni_state_existed = CNI_STATE.exists()
+        self._made_host_dirs = self._missing_host_dirs()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -113,7 +120,7 @@ class RealNode:
         """containerd (its own root, state and socket) with the CNI config for the bridge."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._cni_state_existed = CNI_STATE.exists()
+        self._made_host_dirs = self._missing_host_dirs()
         cni_conf = self.dir / "cni"
         cni_conf.mkdir(exist_ok=True)
         (cni_conf / "10-aiagent.conflist").write_text(json.dumps(self.cni_config(), indent=2))
@@ -158,6 +165,7 @@ class RealNode:
                 f"--config={config}",
                 f"--kubeconfig={kubeconfig}",
                 f"--root-dir={self.kubelet_dir}",
+                f"--cert-dir={self.kubelet_dir / 'pki'}",  # not under the root dir by default
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={self.net.node_ip}",
                 f"--node-labels={NODE_LABEL}=true",
@@ -209,8 +217,8 @@ class RealNode:
         # Everything below these dirs, the kubelet dir's own shared bind mount included.
         unmount_under(self.kubelet_dir, self.run_dir)
         self._remove_cgroup_root()
-        if not self._cni_state_existed:
-            shutil.rmtree(CNI_STATE, ignore_errors=True)
+        for made in self._made_host_dirs:
+            shutil.rmtree(made, ignore_errors=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         _wait_gone(pod_links)
         try:
@@ -307,6 +315,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         BinaryName = "/usr/sbin/runc"
+        Root = "{self.run_dir / "runc"}"
 """
 
     def kubelet_config(self) -> dict[str, Any]:
@@ -337,6 +346,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "clusterDomain": "cluster.local",
             "clusterDNS": [self.net.node_ip],
             "staticPodPath": "",
+            "podLogsDir": str(self.dir / "pod-logs"),  # not /var/log/pods
             "serializeImagePulls": False,
             # Our images are imported, not pulled: never garbage-collect them.
             "imageGCHighThresholdPercent": 100,
@@ -417,6 +427,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 except ProcessLookupError:
                     pass
 
+    @staticmethod
+    def _missing_host_dirs() -> list[Path]:
+        return [d for d in FIXED_HOST_DIRS if not d.exists()]
+
     def _make_cgroup_root(self) -> None:
         for hierarchy in _cgroup_hierarchies():
             path = hierarchy / CGROUP_ROOT
@@ -427,7 +441,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     def _cgroup_dirs(self) -> list[Path]:
         found: list[Path] = []
-        for hierarchy in _cgroup_hierarchies():
+        # On a hybrid host runc also puts each container in the v2 ("unified") hierarchy.
+        for hierarchy in [*_cgroup_hierarchies(), CGROUP_FS / "unified"]:
             root = hierarchy / CGROUP_ROOT
             if root.is_dir():
                 found += [Path(d) for d, _, _ in os.walk(root)]
