@@ -27,6 +27,7 @@ import yaml
 
 from localcluster import LocalCluster
 from localcluster.kubectl import EXAMPLES, REPO, Kubectl, OperatorProcess, load_example, wait_for
+from localcluster.mcp_server import IssueTracker, point_mcp_servers_at
 from localcluster.model_server import ModelServer
 
 NAMESPACE = "aiagent-demo"
@@ -103,14 +104,18 @@ def main() -> int:
         print(kubectl.run("apply", "-f", str(REPO / "crds")).stdout.rstrip())
         kubectl.run("wait", "--for=condition=Established", "crd/aiagents.aiagents.dev")
         kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        for secret in ("openai", "anthropic"):  # placeholders: the local model server takes any
+        # Placeholders: the local model server takes any key; on the real node the MCP one is
+        # replaced by the local MCP server's token.
+        placeholders = {"openai": "api-key=sk-demo", "anthropic": "api-key=sk-demo"}
+        placeholders["github-mcp"] = "authorization=Bearer demo"
+        for secret, literal in placeholders.items():
             kubectl.apply(
                 kubectl.run(
                     "create",
                     "secret",
                     "generic",
                     secret,
-                    "--from-literal=api-key=sk-demo",
+                    f"--from-literal={literal}",
                     "--dry-run=client",
                     "-o",
                     "yaml",
@@ -119,6 +124,7 @@ def main() -> int:
                 namespace=NAMESPACE,
             )
         model = None
+        tracker: IssueTracker | None = None
         if real:
             assert local is not None
             if local.redis is not None:
@@ -128,6 +134,8 @@ def main() -> int:
                 print(kubectl.apply(comp, namespace=NAMESPACE).rstrip())
             model = ModelServer(host=local.node_ip).start()
             say(f"a local OpenAI-compatible model server at {model.base_url} (the only fake)")
+            tracker = IssueTracker(local.node_ip).start()
+            say(f"a local MCP server for examples/mcp-agent.yaml at {tracker.url}")
 
         say("starting the operator (python -m aiagent_operator)")
         log = Path(tmp) / "operator.log"
@@ -140,6 +148,10 @@ def main() -> int:
             )
             names = []
             for path in sorted(EXAMPLES.glob("*.yaml")):
+                wants_mcp = "mcpServers" in yaml.safe_load(path.read_text())["spec"]["agent"]
+                if wants_mcp and local is None:
+                    say(f"skipping {path.name}: its MCP server must be reachable from your cluster")
+                    continue
                 if model is not None:
                     manifest: dict[str, Any] | str = pointed_at(
                         yaml.safe_load(path.read_text()), model.base_url
@@ -149,6 +161,8 @@ def main() -> int:
                         manifest["spec"]["resources"] = {
                             "requests": {"cpu": "100m", "memory": "256Mi"}
                         }
+                    if wants_mcp and tracker is not None:
+                        point_mcp_servers_at(manifest, tracker, kubectl, NAMESPACE)
                 elif local is not None:  # kwok nodes are tainted; tolerate them
                     manifest = load_example(path.name)
                 else:
@@ -179,6 +193,8 @@ def main() -> int:
             operator.stop()
             if model is not None:
                 model.stop()
+            if tracker is not None:
+                tracker.stop()
         say("done. `make cluster` keeps a cluster up; `make test` runs every test.")
     return 0
 

@@ -26,6 +26,7 @@ from .procs import ClusterError, Processes, free_port
 DEFAULT_STAGES = HERE / "kwok-stages.yaml"
 SERVICE_CIDR = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 POD_CIDR = "10.244.0.1/16"  # kwok hands out fake pod IPs from here; must not overlap SERVICE_CIDR
 FAKE_NODE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 FAKE_NODE_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -61,11 +62,43 @@ class LocalControlPlane:
         self.hpa_downscale_window = hpa_downscale_window
         self.log_dir = workdir / "logs"
         self.kubeconfig = workdir / "admin.kubeconfig"
+        # Every write request, one JSON line each (who, which verb, which object): how tests and
+        # benchmarks count the operator's writes (read with `audit_events`).
+        self.audit_log = workdir / "audit.log"
         self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
         self.server = ""
         self.procs = Processes(self.log_dir)
         self._ssl: ssl.SSLContext | None = None
         self.pki: Pki
+
+    def _audit_policy(self) -> Path:
+        """Writes at the Metadata level (no bodies), nothing else: small, and cheap to keep."""
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "audit.k8s.io/v1",
+                    "kind": "Policy",
+                    "omitStages": ["RequestReceived", "ResponseStarted"],
+                    "rules": [
+                        {"level": "Metadata", "verbs": list(WRITE_VERBS)},
+                        {"level": "None"},
+                    ],
+                }
+            )
+        )
+        return policy
+
+    def audit_events(self, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The write requests logged since byte `offset`, and the offset to read on from."""
+        if not self.audit_log.exists():
+            return [], offset
+        with self.audit_log.open("rb") as log:
+            log.seek(offset)
+            data = log.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+        events = [json.loads(line) for line in complete.splitlines() if line.strip()]
+        return events, offset + len(complete)
 
     def start(self) -> None:
         missing = [c for c in self.COMPONENTS if not (self.bin_dir / c).is_file()]
@@ -131,6 +164,8 @@ class LocalControlPlane:
             f"--service-account-signing-key-file={pki.sa_key}",
             "--allow-privileged=true",
             "--profiling=false",
+            f"--audit-policy-file={self._audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
         ]
         if self.node_ip:
             api_args += [

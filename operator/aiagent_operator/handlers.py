@@ -14,7 +14,7 @@ import kopf
 
 from . import api, components, reconcile, render
 from .kube import Kube
-from .observed import IndexedObserved
+from .observed import ChildKey, IndexedObserved
 from .settings import OperatorSettings
 from .status import Sidecar, sidecar_of
 
@@ -56,6 +56,8 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.settings = OperatorSettings()
     memo.kube = Kube.from_environment()
+    # What this process applied last, per child: the digest index may lag behind it.
+    memo.applied_here = {}
     configure_kopf(settings, memo.settings)
 
 
@@ -94,12 +96,29 @@ def dapr_components_by_owner(body: kopf.Body, name: str, **_: Any) -> dict[str, 
     return {owner["uid"]: name}
 
 
+def applied_digest(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[ChildKey, str]:
+    """The digest each child was last applied with (a few bytes per child, not the child)."""
+    digest = (body.metadata.annotations or {}).get(render.APPLIED_HASH_ANNOTATION)
+    return {(str(body.get("kind")), namespace or "", name): digest} if digest else {}
+
+
+# Kopf fills every index from a full listing before any other handler runs, so after a restart
+# the resume handlers find each child's digest and re-apply only what changed meanwhile.
+APPLIED_INDICES = [f"applied_{resource[-1]}" for resource in CHILD_RESOURCES]
+for _resource, _index in zip(CHILD_RESOURCES, APPLIED_INDICES, strict=True):
+    kopf.index(*_resource, when=controlled_by_aiagent, id=_index)(applied_digest)
+
+
 def observed(memo: kopf.Memo, indices: dict[str, Any]) -> IndexedObserved:
     return IndexedObserved(
         memo.kube,
         pods=indices["agent_pods"],
         components_by_name=indices["dapr_components"],
         components_by_owner=indices["dapr_components_by_owner"],
+        applied_digests=[indices[name] for name in APPLIED_INDICES],
+        applied_here=memo.applied_here,
     )
 
 

@@ -16,9 +16,11 @@ import kubernetes
 import urllib3
 from kubernetes.client import Configuration
 
-from . import api, components
+from . import __version__, api, components
 from .render import FIELD_MANAGER, Manifest
 
+# Who is asking, in the API server's audit log and metrics (Kopf's own calls say kopf/...).
+USER_AGENT = f"aiagent-operator/{__version__}"
 # apiVersion/kind → URL segment; the operator touches only these kinds.
 _PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
@@ -103,7 +105,11 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        headers = {
+            "Content-Type": content_type,
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
         # auth_settings() refreshes expiring tokens (projected ServiceAccount tokens, exec plugins).
         for setting in self._config.auth_settings().values():
             if setting["in"] == "header" and setting["value"]:

@@ -7,12 +7,19 @@ Kopf (tests, tools). Either way the caller sees the same facts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 
 from . import api, components, render
 from .components import SeenComponent, seen_component
 from .kube import Kube, KubeError, is_controlled_by
 from .status import Sidecar, sidecar_of
+
+ChildKey = tuple[str, str, str]  # kind, namespace, name
+
+
+def child_key(manifest: Mapping[str, object]) -> ChildKey:
+    meta: Mapping[str, str] = manifest["metadata"]  # type: ignore[assignment]
+    return (str(manifest["kind"]), meta.get("namespace", ""), meta["name"])
 
 
 class Observed:
@@ -32,6 +39,14 @@ class Observed:
         body = self.kube.get(components.API_VERSION, components.KIND, namespace, name)
         return seen_component(body) if body is not None else None
 
+    def unchanged(self, manifest: Mapping[str, object], digest: str) -> bool:
+        """Whether the live child already is this rendered child (digest `digest`); asked of
+        the API, nothing is known: apply."""
+        return False
+
+    def applied(self, manifest: Mapping[str, object], digest: str) -> None:
+        """Note that the child was just applied with `digest`."""
+
     def owned_components(self, agent: api.AIAgent) -> set[str]:
         """Names of the Components this agent controls (none where the cluster has no Dapr)."""
         try:
@@ -50,7 +65,8 @@ class Observed:
 
 class IndexedObserved(Observed):
     """The facts from Kopf's indices: pods by (namespace, agent name), Components by
-    (namespace, name) and the names of Components by their controller's uid."""
+    (namespace, name), the names of Components by their controller's uid, and the applied
+    digest of each child by (kind, namespace, name)."""
 
     def __init__(
         self,
@@ -58,11 +74,27 @@ class IndexedObserved(Observed):
         pods: Mapping[tuple[str, str], Iterable[Sidecar]],
         components_by_name: Mapping[tuple[str, str], Iterable[SeenComponent]],
         components_by_owner: Mapping[str, Iterable[str]],
+        applied_digests: Sequence[Mapping[ChildKey, Iterable[str]]] = (),
+        applied_here: MutableMapping[ChildKey, str] | None = None,
     ) -> None:
         super().__init__(kube)
         self._pods = pods
         self._components = components_by_name
         self._owned = components_by_owner
+        self._digests = applied_digests
+        self._mine = applied_here if applied_here is not None else {}
+
+    def unchanged(self, manifest: Mapping[str, object], digest: str) -> bool:
+        # The index follows the watch streams and may lag behind this process's own applies
+        # (A, then B, then A again: it may still say A). So what this process applied last
+        # must agree too; after a restart the index, just listed, is all there is.
+        key = child_key(manifest)
+        if self._mine.get(key, digest) != digest:
+            return False
+        return any(d == digest for index in self._digests for d in index.get(key, ()))
+
+    def applied(self, manifest: Mapping[str, object], digest: str) -> None:
+        self._mine[child_key(manifest)] = digest
 
     def sidecars(self, agent: api.AIAgent) -> list[Sidecar]:
         return list(self._pods.get((agent.namespace, agent.name), ()))

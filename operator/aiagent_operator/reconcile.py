@@ -53,9 +53,11 @@ def reconcile_agent(
             fact = claim_component(kube, agent, current, observed)
             claimed[fact.name] = fact
         for current in children:
-            applied = kube.apply(current)
+            applied = apply_child(kube, current, observed)
             if current["kind"] == "Deployment":
-                deployment = applied
+                # Unchanged, so not applied: status may still have news (a Component or Secret
+                # fixed meanwhile), and it is computed from the live Deployment.
+                deployment = applied or _deployment_of(kube, agent)
     except KubeError as exc:
         if exc.namespace_terminating:
             # Our view of the agent predates its namespace's deletion: the namespace controller
@@ -93,8 +95,27 @@ def reconcile_agent(
         raise ComponentNotReady("; ".join(message for _, message in component_problems))
 
 
+def apply_child(
+    kube: Kube, manifest: render.Manifest, observed: Observed, *, drifted: bool = False
+) -> dict[str, Any] | None:
+    """Server-side apply the child, stamped with its digest; None (and no request) when the live
+    child already carries that digest, i.e. already is what this apply would make it. A child
+    seen `drifted` (edited by hand: the digest stays while the fields change) is always applied."""
+    digest = render.applied_hash(manifest)
+    if not drifted and observed.unchanged(manifest, digest):
+        return None
+    applied = kube.apply(render.stamped(manifest, digest))
+    observed.applied(manifest, digest)
+    return applied
+
+
 def claim_component(
-    kube: Kube, agent: api.AIAgent, manifest: render.Manifest, observed: Observed
+    kube: Kube,
+    agent: api.AIAgent,
+    manifest: render.Manifest,
+    observed: Observed,
+    *,
+    drifted: bool = False,
 ) -> ComponentFact:
     """Apply an inline Component only if it is this agent's to apply.
 
@@ -114,7 +135,9 @@ def claim_component(
         seen = observed.component(namespace, name, confirm=False)
         if seen is None:
             try:
-                kube.create(manifest)
+                digest = render.applied_hash(manifest)
+                kube.create(render.stamped(manifest, digest))
+                observed.applied(manifest, digest)
                 logger.info("created Component %s/%s (%s)", namespace, name, field)
                 return fact("Ok")
             except KubeError as exc:
@@ -125,7 +148,7 @@ def claim_component(
                 return fact("Missing")  # and deleted again: the retry will create it
         if seen.controller_uid != agent.uid:
             return fact("Conflict", seen.controller or "")
-        kube.apply(manifest)
+        apply_child(kube, manifest, observed, drifted=drifted)
         return fact("Ok")
     except KubeError as exc:
         if exc.no_such_api:
@@ -296,12 +319,13 @@ def on_child_event(
                 # Deleted: whoever creates a Component of that name first has it, so the
                 # restore goes through the same ownership check as the reconcile.
                 observed = observed or Observed(kube)
-                if claim_component(kube, owner, desired, observed).verdict != "Ok":
+                claimed = claim_component(kube, owner, desired, observed, drifted=True)
+                if claimed.verdict != "Ok":
                     deployment = _deployment_of(kube, owner)
                     secret_problem = check_secret(kube, owner)
                     refresh_status(kube, owner, deployment, secret_problem, settings, observed)
                 return
-            child = kube.apply(desired)
+            child = apply_child(kube, desired, observed or Observed(kube), drifted=True) or child
         except KubeError as exc:
             if exc.namespace_terminating:
                 return  # the whole namespace is going away, owner included

@@ -41,6 +41,9 @@ CONFIG_HASH_ANNOTATION = f"{api.GROUP}/config-hash"
 # The AIAgent generation the children were rendered from: status.observedGeneration reads it
 # back from the Deployment, so status never claims a generation whose children are not applied.
 GENERATION_ANNOTATION = f"{api.GROUP}/generation"
+# A digest of the child exactly as the operator applied it: a reconcile whose rendered child has
+# the digest the live one carries applies nothing (a restart with nothing changed writes nothing).
+APPLIED_HASH_ANNOTATION = f"{api.GROUP}/applied-hash"
 
 
 def configmap_name(agent: api.AIAgent) -> str:
@@ -109,6 +112,19 @@ def config_hash(configmap: Manifest) -> str:
     """A short digest of the rendered config; in the pod template it makes a config change roll."""
     payload = json.dumps(configmap["data"], sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def applied_hash(manifest: Manifest) -> str:
+    """A short digest of a rendered child (every field the operator sets)."""
+    payload = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def stamped(manifest: Manifest, digest: str) -> Manifest:
+    """The child with its digest among its annotations, as it is applied."""
+    metadata = {**manifest["metadata"]}
+    metadata["annotations"] = {**metadata.get("annotations", {}), APPLIED_HASH_ANNOTATION: digest}
+    return {**manifest, "metadata": metadata}
 
 
 def dapr_app_id(agent: api.AIAgent) -> str:

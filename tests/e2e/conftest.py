@@ -19,11 +19,24 @@ from pathlib import Path
 
 import pytest
 
+from localcluster import LocalCluster
+from localcluster.controlplane import LocalControlPlane
 from localcluster.kubectl import REPO, Kubectl, OperatorProcess, wait_for
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster | None]:
+    """The local control plane, or None where the suite runs on a cluster it was given."""
+    if os.environ.get("AIAGENT_E2E_KUBECONFIG") or os.environ.get("AIAGENT_E2E_KIND"):
+        yield None
+        return
+    workdir = tmp_path_factory.mktemp("controlplane")
+    with LocalCluster(workdir, real_node=False) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(local_cluster: LocalCluster | None) -> Iterator[Path]:
     given = os.environ.get("AIAGENT_E2E_KUBECONFIG")
     if given:
         yield Path(given)
@@ -31,11 +44,17 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.environ.get("AIAGENT_E2E_KIND"):
         yield from kind_cluster()
         return
-    from localcluster import LocalCluster
+    assert local_cluster is not None
+    yield Path(local_cluster.kubeconfig)
 
-    workdir = tmp_path_factory.mktemp("controlplane")
-    with LocalCluster(workdir, real_node=False) as cluster:
-        yield Path(cluster.kubeconfig)
+
+@pytest.fixture
+def audit(local_cluster: LocalCluster | None) -> LocalControlPlane:
+    """The local API server's audit log of write requests (only the local control plane has
+    one we can read)."""
+    if local_cluster is None:
+        pytest.skip("counting requests needs the local control plane's audit log")
+    return local_cluster.control_plane
 
 
 KIND_IMAGE = "aiagent-operator/agent-runtime:e2e"

@@ -13,8 +13,9 @@ import pytest
 from kubernetes.client import Configuration
 
 from aiagent_operator import api, reconcile
-from aiagent_operator.kube import Kube
+from aiagent_operator.kube import USER_AGENT, Kube
 from aiagent_operator.settings import OperatorSettings
+from localcluster.controlplane import LocalControlPlane
 from localcluster.kubectl import Kubectl, OperatorProcess, load_example, wait_for
 
 from .conftest import create_api_key_secrets
@@ -166,3 +167,95 @@ def test_reconcile_in_a_namespace_being_deleted_is_quiet(
             json.dumps({"metadata": {"finalizers": None}}),
             namespace=ns,
         )
+
+
+def operator_writes(audit: LocalControlPlane, offset: int, namespace: str) -> list[str]:
+    """The write requests our operator (its own client, or Kopf's) made in `namespace` since
+    `offset` of the audit log, as "verb resource/name" lines."""
+    events, _ = audit.audit_events(offset)
+    return [
+        f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name')}"
+        + (f"/{e['objectRef']['subresource']}" if e["objectRef"].get("subresource") else "")
+        for e in events
+        if e.get("userAgent", "").startswith((USER_AGENT, "kopf/"))
+        and e.get("objectRef", {}).get("namespace") == namespace
+    ]
+
+
+def restart_agents(kubectl: Kubectl, namespace: str) -> list[str]:
+    """Two healthy agents (Deployment, Service, ConfigMap; one with an HPA), Ready."""
+    create_api_key_secrets(kubectl, namespace)
+    kubectl.apply(load_example("support-bot.yaml", dapr={"enabled": False}), namespace=namespace)
+    kubectl.apply(load_example("autoscaled-agent.yaml"), namespace=namespace)
+    wait_ready(kubectl, namespace, "support-bot", 2)
+    wait_ready(kubectl, namespace, "autoscaled-agent", 1)
+    return ["support-bot", "autoscaled-agent"]
+
+
+def test_restart_with_nothing_changed_makes_no_writes(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    isolated_namespace: str,
+    audit: LocalControlPlane,
+    tmp_path: Path,
+) -> None:
+    ns = isolated_namespace
+    first = OperatorProcess(
+        kubeconfig, tmp_path / "first.log", standalone="true", watch_namespaces=ns
+    ).start()
+    try:
+        names = restart_agents(kubectl, ns)
+    finally:
+        first.stop(signal.SIGKILL)
+    _, offset = audit.audit_events()
+    second = OperatorProcess(
+        kubeconfig, tmp_path / "second.log", standalone="true", watch_namespaces=ns
+    ).start()
+    try:
+        for name in names:
+            wait_for(f"{name} resumed", lambda name=name: handled(second, ns, name))
+        # The children's first events (status refreshes) follow the resume: give them a moment.
+        time.sleep(3)
+        assert operator_writes(audit, offset, ns) == []
+    finally:
+        second.stop()
+
+
+def test_a_spec_changed_while_the_operator_was_down_is_applied_and_nothing_else(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    isolated_namespace: str,
+    audit: LocalControlPlane,
+    tmp_path: Path,
+) -> None:
+    ns = isolated_namespace
+    first = OperatorProcess(
+        kubeconfig, tmp_path / "first.log", standalone="true", watch_namespaces=ns
+    ).start()
+    try:
+        restart_agents(kubectl, ns)
+    finally:
+        first.stop(signal.SIGKILL)
+    _, offset = audit.audit_events()
+    kubectl.run(
+        "patch",
+        "aiagent",
+        "support-bot",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"replicas": 3}}),
+    )
+    second = OperatorProcess(
+        kubeconfig, tmp_path / "second.log", standalone="true", watch_namespaces=ns
+    ).start()
+    try:
+        wait_ready(kubectl, ns, "support-bot", 3)
+        wait_for("autoscaled-agent resumed", lambda: handled(second, ns, "autoscaled-agent"))
+        time.sleep(3)
+        writes = operator_writes(audit, offset, ns)
+        assert "patch deployments/support-bot" in writes
+        assert not [w for w in writes if "autoscaled-agent" in w], writes
+    finally:
+        second.stop()

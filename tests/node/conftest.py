@@ -21,11 +21,10 @@ import yaml
 
 from localcluster import LocalCluster, hoststate, real_node_unavailable
 from localcluster.kubectl import EXAMPLES, Kubectl, OperatorProcess, wait_for
+from localcluster.mcp_server import IssueTracker
 from localcluster.model_server import ModelServer
 from localcluster.node import NODE_NAME
 from tests.conftest import wait_for_image_prefetch
-
-from .mcp_server import IssueTracker
 
 # A fake key with a shape nothing else has, so a test can look for it in logs.
 API_KEY = "sk-node-4e1f9b2a7c3d5e6f8091"
@@ -79,26 +78,6 @@ def issue_tracker(cluster: LocalCluster) -> Iterator[IssueTracker]:
     server = IssueTracker(cluster.node_ip).start()
     yield server
     server.stop()
-
-
-def point_mcp_servers_at(
-    manifest: dict[str, Any], server: IssueTracker, kubectl: Kubectl, namespace: str
-) -> None:
-    """Aim the manifest's MCP servers at ``server`` and create the Secrets their headers name,
-    holding the server's token, as a user would before applying it."""
-    for entry in manifest["spec"]["agent"].get("mcpServers") or []:
-        entry["url"] = server.url
-        for header in entry.get("headers") or []:
-            ref = (header.get("valueFrom") or {}).get("secretKeyRef")
-            if ref:
-                kubectl.run(
-                    "create",
-                    "secret",
-                    "generic",
-                    ref["name"],
-                    f"--from-literal={ref['key']}=Bearer {server.token}",
-                    namespace=namespace,
-                )
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from localcluster.kubectl import EXAMPLES, Kubectl, wait_for
+from localcluster.mcp_server import IssueTracker, point_mcp_servers_at
 from localcluster.model_server import ModelServer
 
 from .conftest import (
@@ -19,12 +20,10 @@ from .conftest import (
     agent_pods,
     example,
     on_real_node,
-    point_mcp_servers_at,
     service_url,
     unallocated_cluster_ip,
     wait_ready,
 )
-from .mcp_server import IssueTracker
 
 
 def invoke(url: str, text: str, session: str | None = None, timeout: float = 30) -> dict[str, Any]:

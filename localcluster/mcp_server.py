@@ -1,17 +1,20 @@
-"""A real MCP server (the official SDK's FastMCP over streamable HTTP) where pods reach it: on the
-node's address, wanting a bearer token, with the tools examples/mcp-agent.yaml allows."""
+"""A local MCP server (the official SDK's FastMCP over streamable HTTP) where pods reach it: on the
+node's address, wanting a bearer token, with the tools examples/mcp-agent.yaml allows. The demo
+and the real-node tests point that example at it, as the model server stands in for a provider."""
 
 from __future__ import annotations
 
 import threading
 import time
 import uuid
+from typing import Any
 
 import uvicorn
 from mcp.server.fastmcp import FastMCP
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from localcluster.procs import free_port
+from .kubectl import Kubectl
+from .procs import free_port
 
 
 class IssueTracker:
@@ -72,3 +75,27 @@ class IssueTracker:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+def point_mcp_servers_at(
+    manifest: dict[str, Any], server: IssueTracker, kubectl: Kubectl, namespace: str
+) -> None:
+    """Aim the manifest's MCP servers at ``server`` and create (or update) the Secrets their
+    headers name, holding the server's token, as a user would before applying it."""
+    for entry in manifest["spec"]["agent"].get("mcpServers") or []:
+        entry["url"] = server.url
+        for header in entry.get("headers") or []:
+            ref = (header.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                secret = kubectl.run(
+                    "create",
+                    "secret",
+                    "generic",
+                    ref["name"],
+                    f"--from-literal={ref['key']}=Bearer {server.token}",
+                    "--dry-run=client",
+                    "-o",
+                    "yaml",
+                    namespace=namespace,
+                ).stdout
+                kubectl.apply(secret, namespace=namespace)
