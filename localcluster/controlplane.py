@@ -27,6 +27,8 @@ DEFAULT_STAGES = HERE / "kwok-stages.yaml"
 SERVICE_CIDR = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+# Every request of this user is audited, reads too: benchmarks run the operator as this user.
+AUDITED_USER = "aiagent-operator-audited"
 POD_CIDR = "10.244.0.1/16"  # kwok hands out fake pod IPs from here; must not overlap SERVICE_CIDR
 FAKE_NODE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 FAKE_NODE_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -72,7 +74,8 @@ class LocalControlPlane:
         self.pki: Pki
 
     def _audit_policy(self) -> Path:
-        """Writes at the Metadata level (no bodies), nothing else: small, and cheap to keep."""
+        """Writes at the Metadata level (no bodies), and every request of AUDITED_USER; nothing
+        else: small, and cheap to keep."""
         policy = self.workdir / "audit-policy.yaml"
         policy.write_text(
             json.dumps(
@@ -81,6 +84,7 @@ class LocalControlPlane:
                     "kind": "Policy",
                     "omitStages": ["RequestReceived", "ResponseStarted"],
                     "rules": [
+                        {"level": "Metadata", "users": [AUDITED_USER]},
                         {"level": "Metadata", "verbs": list(WRITE_VERBS)},
                         {"level": "None"},
                     ],
