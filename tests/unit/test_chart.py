@@ -34,7 +34,7 @@ NAMESPACED_GRANTS = {
     ("aiagents.dev", "aiagents/status", "patch"),
     ("aiagents.dev", "aiagents/finalizers", "update"),
     *{("", r, v) for r in ("configmaps", "services") for v in ("list", "watch", "create", "patch")},
-    *{("apps", "deployments", v) for v in ("list", "watch", "create", "patch")},
+    *{("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch")},
     *{
         ("autoscaling", "horizontalpodautoscalers", v)
         for v in ("get", "list", "watch", "create", "patch", "delete")

@@ -70,9 +70,11 @@ The rules the operator needs in every namespace it serves; the same list feeds t
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [list, watch, create, patch]
+# The Deployment is also read: for status when a reconcile finds it unchanged (and so applies
+# nothing), and when a pod of the agent is stuck.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [list, watch, create, patch]
+  verbs: [get, list, watch, create, patch]
 # The autoscaler is also read and deleted when an AIAgent turns autoscaling off.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
