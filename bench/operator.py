@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from aiagent_operator import api, render
 from aiagent_operator.kube import Kube, KubeError
 from aiagent_operator.settings import OperatorSettings
 from localcluster import LocalCluster
-from localcluster.controlplane import AUDITED_USER, LocalControlPlane
+from localcluster.controlplane import AUDITED_USER, WRITE_VERBS, LocalControlPlane
 from localcluster.kubectl import KWOK_TOLERATION, OperatorProcess
 
 CHILD_KINDS = (
@@ -126,13 +127,11 @@ def requests_by_verb(cp: LocalControlPlane, offset: int) -> tuple[dict[str, int]
 
 
 def _epoch(stamp: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def writes(verbs: dict[str, int]) -> int:
-    return sum(n for verb, n in verbs.items() if verb in ("create", "update", "patch", "delete"))
+    return sum(n for verb, n in verbs.items() if verb in WRITE_VERBS)
 
 
 def raw_client(client: Kube, n: int, concurrency: int) -> float:

@@ -106,23 +106,9 @@ def main() -> int:
         kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         # Placeholders: the local model server takes any key; on the real node the MCP one is
         # replaced by the local MCP server's token.
-        placeholders = {"openai": "api-key=sk-demo", "anthropic": "api-key=sk-demo"}
-        placeholders["github-mcp"] = "authorization=Bearer demo"
-        for secret, literal in placeholders.items():
-            kubectl.apply(
-                kubectl.run(
-                    "create",
-                    "secret",
-                    "generic",
-                    secret,
-                    f"--from-literal={literal}",
-                    "--dry-run=client",
-                    "-o",
-                    "yaml",
-                    namespace=NAMESPACE,
-                ).stdout,
-                namespace=NAMESPACE,
-            )
+        kubectl.apply_secret("openai", "api-key", "sk-demo", NAMESPACE)
+        kubectl.apply_secret("anthropic", "api-key", "sk-demo", NAMESPACE)
+        kubectl.apply_secret("github-mcp", "authorization", "Bearer demo", NAMESPACE)
         model = None
         tracker: IssueTracker | None = None
         if real:

@@ -59,6 +59,16 @@ class Kubectl:
         text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
         return self.run("apply", "-f", "-", input=text, namespace=namespace).stdout
 
+    def apply_secret(self, name: str, key: str, value: str, namespace: str) -> str:
+        """Create the Secret, or update its value if it exists (create alone fails on a rerun)."""
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {key: value},
+        }
+        return self.apply(secret, namespace=namespace)
+
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         result = self.run("get", kind, name, "-o", "json", namespace=namespace, check=False)
         if result.returncode != 0:

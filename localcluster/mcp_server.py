@@ -87,15 +87,4 @@ def point_mcp_servers_at(
         for header in entry.get("headers") or []:
             ref = (header.get("valueFrom") or {}).get("secretKeyRef")
             if ref:
-                secret = kubectl.run(
-                    "create",
-                    "secret",
-                    "generic",
-                    ref["name"],
-                    f"--from-literal={ref['key']}=Bearer {server.token}",
-                    "--dry-run=client",
-                    "-o",
-                    "yaml",
-                    namespace=namespace,
-                ).stdout
-                kubectl.apply(secret, namespace=namespace)
+                kubectl.apply_secret(ref["name"], ref["key"], f"Bearer {server.token}", namespace)

@@ -108,16 +108,18 @@ def render_configmap(agent: api.AIAgent) -> Manifest:
     }
 
 
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def config_hash(configmap: Manifest) -> str:
     """A short digest of the rendered config; in the pod template it makes a config change roll."""
-    payload = json.dumps(configmap["data"], sort_keys=True).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
+    return _digest(configmap["data"])
 
 
 def applied_hash(manifest: Manifest) -> str:
     """A short digest of a rendered child (every field the operator sets)."""
-    payload = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
+    return _digest(manifest)
 
 
 def stamped(manifest: Manifest, digest: str) -> Manifest:

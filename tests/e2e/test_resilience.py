@@ -182,13 +182,24 @@ def operator_writes(audit: LocalControlPlane, offset: int, namespace: str) -> li
     ]
 
 
-def restart_agents(kubectl: Kubectl, namespace: str) -> list[str]:
-    """Two healthy agents (Deployment, Service, ConfigMap; one with an HPA), Ready."""
-    create_api_key_secrets(kubectl, namespace)
-    kubectl.apply(load_example("support-bot.yaml", dapr={"enabled": False}), namespace=namespace)
-    kubectl.apply(load_example("autoscaled-agent.yaml"), namespace=namespace)
-    wait_ready(kubectl, namespace, "support-bot", 2)
-    wait_ready(kubectl, namespace, "autoscaled-agent", 1)
+def agents_of_a_killed_operator(
+    kubectl: Kubectl, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> list[str]:
+    """Two healthy agents (Deployment, Service, ConfigMap; one with an HPA), made Ready by an
+    operator that is then killed with SIGKILL."""
+    first = OperatorProcess(
+        kubeconfig, tmp_path / "first.log", standalone="true", watch_namespaces=namespace
+    ).start()
+    try:
+        create_api_key_secrets(kubectl, namespace)
+        kubectl.apply(
+            load_example("support-bot.yaml", dapr={"enabled": False}), namespace=namespace
+        )
+        kubectl.apply(load_example("autoscaled-agent.yaml"), namespace=namespace)
+        wait_ready(kubectl, namespace, "support-bot", 2)
+        wait_ready(kubectl, namespace, "autoscaled-agent", 1)
+    finally:
+        first.stop(signal.SIGKILL)
     return ["support-bot", "autoscaled-agent"]
 
 
@@ -200,13 +211,7 @@ def test_restart_with_nothing_changed_makes_no_writes(
     tmp_path: Path,
 ) -> None:
     ns = isolated_namespace
-    first = OperatorProcess(
-        kubeconfig, tmp_path / "first.log", standalone="true", watch_namespaces=ns
-    ).start()
-    try:
-        names = restart_agents(kubectl, ns)
-    finally:
-        first.stop(signal.SIGKILL)
+    names = agents_of_a_killed_operator(kubectl, kubeconfig, ns, tmp_path)
     _, offset = audit.audit_events()
     second = OperatorProcess(
         kubeconfig, tmp_path / "second.log", standalone="true", watch_namespaces=ns
@@ -229,13 +234,7 @@ def test_a_spec_changed_while_the_operator_was_down_is_applied_and_nothing_else(
     tmp_path: Path,
 ) -> None:
     ns = isolated_namespace
-    first = OperatorProcess(
-        kubeconfig, tmp_path / "first.log", standalone="true", watch_namespaces=ns
-    ).start()
-    try:
-        restart_agents(kubectl, ns)
-    finally:
-        first.stop(signal.SIGKILL)
+    agents_of_a_killed_operator(kubectl, kubeconfig, ns, tmp_path)
     _, offset = audit.audit_events()
     kubectl.run(
         "patch",
