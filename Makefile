@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-12)
 
-.PHONY: help venv host-deps test unit runtime e2e node lint crds lock demo cluster images binaries bench bench-operator clean
+.PHONY: help venv host-deps test unit runtime e2e node lint crds lock demo cluster images binaries bench bench-operator bench-plot clean
 
 help:
 	@echo "make demo     run the operator on a local control plane (or \$$KUBECONFIG) with the examples"
@@ -16,7 +16,8 @@ help:
 	@echo "make node     end-to-end tests on the real node (our images in real pods; Linux, root)"
 	@echo "make images   build (or reuse) the agent and operator images; prints times and sizes"
 	@echo "make bench    runtime benchmark (JSON): latency vs a bare FastAPI ceiling, cold start, RSS"
-	@echo "make bench-operator N=100  the operator at scale (JSON): time to children vs a raw client, restart writes, RSS"
+	@echo "make bench-operator N='100 1000'  the operator at scale: JSON per N in bench/results, then the table"
+	@echo "make bench-plot  bench/results/operator-scale.png from those results"
 	@echo "make crds     regenerate crds/ from the pydantic models"
 	@echo "make cluster  start a local cluster and keep it up (prints export KUBECONFIG=...)"
 	@echo "make host-deps  the Debian packages the real node needs (as root; a no-op when present)"
@@ -103,9 +104,16 @@ bench: venv
 	$(PY) -m bench.runtime
 
 # The operator at scale on the local control plane (kwok nodes): N AIAgents, ours vs a raw client.
-N ?= 100
+N ?= 100 1000
 bench-operator: venv
-	$(PY) -m bench.operator --agents $(N)
+	$(PY) -m bench.operator --agents $(N) --out bench/results
+
+# The README's plot from those results; matplotlib in a venv of its own (no product dependency).
+PLOT_VENV := $(CACHE_ROOT)/venv/plot-matplotlib-3.11.2
+bench-plot:
+	test -x $(PLOT_VENV)/bin/python || { python3 -m venv $(PLOT_VENV) && \
+	  $(PLOT_VENV)/bin/pip install --quiet matplotlib==3.11.2; }
+	$(PLOT_VENV)/bin/python bench/plot_operator.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,18 +1,19 @@
-"""Benchmark of the operator at scale on the local control plane (kwok's fake nodes). Prints JSON.
+"""Benchmark of the operator at scale on the local control plane (kwok's fake nodes).
 
-    python -m bench.operator [--agents 100] [--concurrency 16] [--rest-seconds 60]
+    python -m bench.operator [--agents 100 1000] [--concurrency 16] [--rest-seconds 60] [--out DIR]
+
+Prints each run's JSON (and writes it to DIR/operator-<date>-n<N>.json), then the table of all.
 
 N AIAgents with autoscaling on (4 children each: ConfigMap, Deployment, Service, HPA), created
 at the same concurrency two ways in one run: by a raw client that creates each AIAgent and
 applies its rendered children itself (the same objects, the same HTTP client as the operator:
 the limit), and through the operator. Then: the operator at rest, a restart after kill -9 with
-nothing changed, and deleting everything. The operator runs as a user of its own, which the
-API server audits on every request (`AUDITED_USER`), so its requests are counted by verb from
-the audit log; RSS and CPU come from /proc.
-
-Limits of the launcher for now: its service range holds 253 Services, so N <= 250 (the raw run's
-namespace is deleted before the operator's run), and kube-controller-manager's default 20 QPS,
-not the operator, sets when the AIAgents are Ready.
+nothing changed, and deleting everything. Create → Deployment latency is measured twice: over
+the bulk create (busy), and for agents created one at a time into the settled operator (idle).
+The operator runs as a user of its own, which the API server audits on every request
+(`AUDITED_USER`), so its requests are counted by verb from the audit log; RSS and CPU come from
+/proc. The cluster is sized for N: a /16 service range, and the controller-manager, scheduler
+and kwok allowed N/4 requests a second (100 to 1000), so they, not their defaults, keep up.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import collections
 import json
 import os
 import signal
+import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,15 +33,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import yaml
-from kubernetes.client import Configuration
 
 from aiagent_operator import api, render
 from aiagent_operator.kube import Kube, KubeError
 from aiagent_operator.settings import OperatorSettings
 from localcluster import LocalCluster
-from localcluster.controlplane import AUDITED_USER, WRITE_VERBS, LocalControlPlane
+from localcluster.controlplane import (
+    AUDITED_USER,
+    LARGE_SERVICE_CIDR,
+    WRITE_VERBS,
+    LocalControlPlane,
+)
 from localcluster.kubectl import KWOK_TOLERATION, OperatorProcess
 
 CHILD_KINDS = (
@@ -66,12 +72,6 @@ def agent(i: int) -> dict[str, Any]:
             "tolerations": [KWOK_TOLERATION],
         },
     }
-
-
-def kube(kubeconfig: Path) -> Kube:
-    configuration = Configuration()
-    kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=configuration)
-    return Kube(configuration)
 
 
 def namespace(client: Kube, name: str) -> None:
@@ -116,14 +116,31 @@ def proc_usage(pid: int) -> dict[str, float]:
     return {"rss_mib": round(rss, 1), "cpu_s": round(cpu, 2)}
 
 
-def requests_by_verb(cp: LocalControlPlane, offset: int) -> tuple[dict[str, int], int, float]:
-    """The audited user's requests since `offset` by verb, the new offset, and the time of the
-    last one (epoch seconds; 0 if none)."""
-    events, offset = cp.audit_events(offset)
-    mine = [e for e in events if e.get("user", {}).get("username") == AUDITED_USER]
-    verbs = collections.Counter(e["verb"] for e in mine)
-    last = max((_epoch(e["requestReceivedTimestamp"]) for e in mine), default=0.0)
-    return dict(sorted(verbs.items())), offset, last
+class OperatorRequests:
+    """The audited user's requests, read from the audit log in portions."""
+
+    def __init__(self, cp: LocalControlPlane) -> None:
+        self.cp = cp
+        self.offset = 0
+        self.last = 0.0  # when the newest one was received (epoch seconds; 0: none yet)
+
+    def since_last_read(self) -> dict[str, Any]:
+        """Since the previous call: the requests by verb, and by verb and resource."""
+        events, self.offset = self.cp.audit_events(self.offset)
+        mine = [e for e in events if e.get("user", {}).get("username") == AUDITED_USER]
+        self.last = max([self.last, *(_epoch(e["requestReceivedTimestamp"]) for e in mine)])
+        verbs = collections.Counter(e["verb"] for e in mine)
+        detail = collections.Counter(f"{e['verb']} {_resource(e)}" for e in mine)
+        return {
+            "operator_requests_by_verb": dict(sorted(verbs.items())),
+            "operator_requests": dict(detail.most_common()),
+        }
+
+
+def _resource(event: dict[str, Any]) -> str:
+    ref = event.get("objectRef") or {}
+    sub = ref.get("subresource")
+    return f"{ref.get('resource', '?')}/{sub}" if sub else str(ref.get("resource", "?"))
 
 
 def _epoch(stamp: str) -> float:
@@ -168,35 +185,103 @@ def delete_namespace(client: Kube, ns: str) -> float:
     return wait(f"namespace {ns} deleted", gone, timeout=600, interval=0.5)
 
 
-def quiet(cp: LocalControlPlane, offset: int, since: float, idle: float = 5) -> tuple[float, int]:
-    """Seconds from `since` to the audited user's last request, once it has been idle `idle` s."""
-    last, offset_now = since, offset
+def quiet(
+    requests: OperatorRequests, since: float, idle: float = 5
+) -> tuple[float, dict[str, Any]]:
+    """Seconds from `since` to the audited user's last request, once it has been idle `idle` s,
+    and the requests made meanwhile."""
+    seen: dict[str, collections.Counter[str]] = {
+        "operator_requests_by_verb": collections.Counter(),
+        "operator_requests": collections.Counter(),
+    }
     while True:
-        _, offset_now, newest = requests_by_verb(cp, offset_now)
-        last = max(last, newest)
-        if time.time() - last > idle:
-            return round(last - since, 2), offset_now
+        for key, counts in requests.since_last_read().items():
+            seen[key].update(counts)
+        if time.time() - max(since, requests.last) > idle:
+            busy = round(max(since, requests.last) - since, 2)
+            return busy, {key: dict(counts.most_common()) for key, counts in seen.items()}
         time.sleep(0.5)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark the operator at scale.")
-    parser.add_argument("--agents", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rest-seconds", type=float, default=60)
-    args = parser.parse_args()
-    if args.agents > 250:
-        raise SystemExit("the launcher's service range holds 253 Services: --agents 250 at most")
-    n = args.agents
-    result: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "settings": vars(args)}
+class DeploymentsSeen:
+    """When each Deployment of a namespace first appeared, by name (a watch in a thread; the
+    clock of this process, so it compares with the moment the create of its AIAgent returned)."""
+
+    def __init__(self, cp: LocalControlPlane, ns: str) -> None:
+        self.first: dict[str, float] = {}
+        self._path = f"/apis/apps/v1/namespaces/{ns}/deployments?watch=1&timeoutSeconds=3600"
+        self._cp = cp
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:  # a watch the server ends, or a quiet minute's read timeout: watch again
+            try:
+                for event in self._cp.stream(self._path):
+                    name = event["object"]["metadata"]["name"]
+                    self.first.setdefault(name, time.monotonic())
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.2)
+
+
+def latency(created: dict[str, float], seen: DeploymentsSeen) -> dict[str, float]:
+    """create returned → Deployment seen, p50 and p99 (seconds)."""
+    waits = sorted(max(0.0, seen.first[name] - t) for name, t in created.items())
+    cuts = statistics.quantiles(waits, n=100, method="inclusive")
+    return {"p50_s": round(cuts[49], 3), "p99_s": round(cuts[98], 3), "count": len(waits)}
+
+
+def create_agents(client: Kube, ns: str, indices: range, concurrency: int) -> dict[str, float]:
+    """Create AIAgents; when each create returned, by name."""
+    created: dict[str, float] = {}
+
+    def create(i: int) -> None:
+        client.request("POST", f"/apis/{api.API_VERSION}/namespaces/{ns}/{api.PLURAL}", agent(i))
+        created[f"agent-{i:05d}"] = time.monotonic()
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(create, indices))
+    return created
+
+
+def idle_latency(
+    client: Kube, ns: str, first: int, seen: DeploymentsSeen, probes: int = 20
+) -> dict[str, float]:
+    """Agents created one at a time into a settled operator; then deleted again, so the restart
+    that follows finds exactly the N agents it had."""
+    created: dict[str, float] = {}
+    for i in range(first, first + probes):
+        created.update(create_agents(client, ns, range(i, i + 1), 1))
+        wait("the probe's Deployment", lambda i=i: f"agent-{i:05d}" in seen.first, 60, 0.02)
+        time.sleep(0.3)
+    result = latency(created, seen)
+    for name in created:
+        client.request("DELETE", f"/apis/{api.API_VERSION}/namespaces/{ns}/{api.PLURAL}/{name}")
+
+    def probes_gone() -> bool:
+        names = {d["metadata"]["name"] for d in client.list("apps/v1", "Deployment", ns, {})}
+        return not names & created.keys()
+
+    wait("the probe agents deleted", probes_gone, 300, 0.5)
+    return result
+
+
+def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
+    settings = {"agents": n, "concurrency": concurrency, "rest_seconds": rest_seconds}
+    result: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "settings": settings}
+    qps = min(1000, max(100, n // 4))
     with (
         tempfile.TemporaryDirectory() as tmp,
         LocalCluster(
-            Path(tmp) / "cluster", real_node=False, kwok_nodes=max(3, n // 100 + 1)
+            Path(tmp) / "cluster",
+            real_node=False,
+            kwok_nodes=max(3, n // 100 + 2),
+            service_cidr=LARGE_SERVICE_CIDR,
+            client_qps=qps,
         ) as cluster,
     ):
+        result["cluster"] = {"service_cidr": LARGE_SERVICE_CIDR, "controllers_qps": qps}
         cp = cluster.control_plane
-        admin = kube(cluster.kubeconfig)
+        admin = Kube.from_kubeconfig(cluster.kubeconfig)
         for crd in sorted((Path(__file__).parents[1] / "crds").glob("*.yaml")):
             for document in yaml.safe_load_all(crd.read_text()):
                 if document:
@@ -204,44 +289,42 @@ def main() -> None:
                         "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", document
                     )
         time.sleep(2)  # the CRD established
-        result["raw_client_s"] = raw_client(admin, n, args.concurrency)
+        result["raw_client_s"] = raw_client(admin, n, concurrency)
 
         ns = "bench"
         namespace(admin, ns)
+        seen = DeploymentsSeen(cp, ns)
         kubeconfig = cp.pki.kubeconfig(
             Path(tmp) / "operator.kubeconfig", cp.server, AUDITED_USER, "system:masters"
         )
-        operator = OperatorProcess(
-            kubeconfig, Path(tmp) / "operator.log", standalone="true", watch_namespaces=ns
-        ).start()
+
+        def start_operator() -> OperatorProcess:
+            return OperatorProcess(
+                kubeconfig, Path(tmp) / "operator.log", standalone="true", watch_namespaces=ns
+            ).start()
+
+        operator = start_operator()
         assert operator.process is not None
         result["operator_started"] = proc_usage(operator.process.pid)
-        _, offset, _ = requests_by_verb(cp, 0)
+        requests = OperatorRequests(cp)
+        requests.since_last_read()
 
         started = time.monotonic()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            list(
-                pool.map(
-                    lambda i: admin.request(
-                        "POST", f"/apis/{api.API_VERSION}/namespaces/{ns}/{api.PLURAL}", agent(i)
-                    ),
-                    range(n),
-                )
-            )
-        created = time.monotonic() - started
-        wait("every Deployment", lambda: count_children(admin, ns)["Deployment"] >= n, 900)
+        created = create_agents(admin, ns, range(n), concurrency)
+        agents_created = time.monotonic() - started
+        wait("every Deployment", lambda: count_children(admin, ns)["Deployment"] >= n, 1800)
         deployments = time.monotonic() - started
-        wait("every child", lambda: min(count_children(admin, ns).values()) >= n, 900)
+        wait("every child", lambda: min(count_children(admin, ns).values()) >= n, 1800)
         children = time.monotonic() - started
-        wait("every AIAgent Ready", lambda: ready_agents(admin, ns) >= n, 1800, 1)
+        wait("every AIAgent Ready", lambda: ready_agents(admin, ns) >= n, 3600, 1)
         ready = time.monotonic() - started
-        verbs, offset, _ = requests_by_verb(cp, offset)
         result["create"] = {  # seconds from the first create
-            "agents_created_s": round(created, 2),
+            "agents_created_s": round(agents_created, 2),
             "all_deployments_s": round(deployments, 2),
             "all_children_s": round(children, 2),
             "all_ready_s": round(ready, 2),
-            "operator_requests_by_verb": verbs,
+            "create_to_deployment_busy": latency(created, seen),
+            **requests.since_last_read(),  # until all are Ready
             "operator": proc_usage(operator.process.pid),
         }
         result["ratio_raw_over_operator"] = round(
@@ -249,33 +332,104 @@ def main() -> None:
         )
 
         time.sleep(5)
-        _, offset, _ = requests_by_verb(cp, offset)
-        time.sleep(args.rest_seconds)
-        verbs, offset, _ = requests_by_verb(cp, offset)
-        result["at_rest"] = {"seconds": args.rest_seconds, "operator_requests_by_verb": verbs}
+        requests.since_last_read()
+        time.sleep(rest_seconds)
+        at_rest = requests.since_last_read()
+        result["at_rest"] = {
+            "seconds": rest_seconds,
+            **at_rest,
+            "writes": writes(at_rest["operator_requests_by_verb"]),
+        }
+        result["create_to_deployment_idle"] = idle_latency(admin, ns, n, seen)
+        time.sleep(5)
 
         operator.stop(signal.SIGKILL)
-        _, offset, _ = requests_by_verb(cp, offset)
+        requests.since_last_read()
         since = time.time()
-        operator = OperatorProcess(
-            kubeconfig, Path(tmp) / "operator.log", standalone="true", watch_namespaces=ns
-        ).start()
+        operator = start_operator()
         assert operator.process is not None
-        busy, _ = quiet(cp, offset, since)
-        verbs, offset, _ = requests_by_verb(cp, offset)
+        busy, restart = quiet(requests, since)
         result["restart"] = {
-            "operator_requests_by_verb": verbs,
-            "writes": writes(verbs),
+            **restart,
+            "writes": writes(restart["operator_requests_by_verb"]),
             "busy_s": busy,
             "operator": proc_usage(operator.process.pid),
         }
 
         seconds = delete_namespace(admin, ns)
-        verbs, offset, _ = requests_by_verb(cp, offset)
-        result["delete"] = {"namespace_gone_s": seconds, "operator_requests_by_verb": verbs}
+        result["delete"] = {"namespace_gone_s": seconds, **requests.since_last_read()}
         result["operator_end"] = proc_usage(operator.process.pid)
         operator.stop()
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The README's table: one column per N."""
+    rows: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+        ("raw client: all children (s)", lambda r: r["raw_client_s"]),
+        ("operator: all Deployments (s)", lambda r: r["create"]["all_deployments_s"]),
+        ("operator: all children (s)", lambda r: r["create"]["all_children_s"]),
+        ("ratio raw / operator (target ≥ 0.8)", lambda r: r["ratio_raw_over_operator"]),
+        ("all AIAgents Ready (s)", lambda r: r["create"]["all_ready_s"]),
+        ("operator requests per agent, creating", lambda r: _per_agent(r, r["create"])),
+        (
+            "create → Deployment p50 / p99, busy (s)",
+            lambda r: _p(r["create"]["create_to_deployment_busy"]),
+        ),
+        ("create → Deployment p50 / p99, idle (s)", lambda r: _p(r["create_to_deployment_idle"])),
+        ("writes at rest, 60 s", lambda r: r["at_rest"]["writes"]),
+        ("restart: writes", lambda r: r["restart"]["writes"]),
+        ("restart: reads", lambda r: sum(r["restart"]["operator_requests_by_verb"].values())),
+        ("restart: busy (s)", lambda r: r["restart"]["busy_s"]),
+        ("restart: CPU (s)", lambda r: r["restart"]["operator"]["cpu_s"]),
+        ("delete all: namespace gone (s)", lambda r: r["delete"]["namespace_gone_s"]),
+        ("operator RSS, peak of the run (MiB)", lambda r: _rss(r)),
+        ("operator CPU, whole run (s)", lambda r: r["operator_end"]["cpu_s"]),
+    ]
+    lines = [
+        "| figure | " + " | ".join(f"N = {r['settings']['agents']}" for r in results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
+    lines += [
+        f"| {name} | " + " | ".join(str(f(r)) for r in results) + " |" for name, f in rows[1:]
+    ]
+    return "\n".join(lines)
+
+
+def _per_agent(r: dict[str, Any], phase: dict[str, Any]) -> str:
+    verbs = phase["operator_requests_by_verb"]
+    n = r["settings"]["agents"]
+    return ", ".join(f"{v} {c / n:.1f}" for v, c in verbs.items())
+
+
+def _p(lat: dict[str, float]) -> str:
+    return f"{lat['p50_s']} / {lat['p99_s']}"
+
+
+def _rss(r: dict[str, Any]) -> float:
+    phases = [r["create"]["operator"], r["restart"]["operator"], r["operator_end"]]
+    return max(p["rss_mib"] for p in phases)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark the operator at scale.")
+    parser.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rest-seconds", type=float, default=60)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write each run's JSON here (operator-<date>-n<N>)"
+    )
+    args = parser.parse_args()
+    results = []
+    for n in args.agents:
+        result = run(n, args.concurrency, args.rest_seconds)
+        results.append(result)
+        text = json.dumps(result, indent=2)
+        print(text, flush=True)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"operator-{datetime.now():%Y-%m-%d}-n{n}.json").write_text(text + "\n")
+    print(table(results))
 
 
 if __name__ == "__main__":

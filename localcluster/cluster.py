@@ -66,6 +66,8 @@ class LocalCluster:
         hpa_downscale_window: str | None = None,
         keep_workdir: bool = False,
         dapr: bool = False,
+        service_cidr: str = SERVICE_CIDR,
+        client_qps: int | None = None,
     ):
         self._own_workdir = workdir is None
         self.workdir = (
@@ -78,6 +80,9 @@ class LocalCluster:
         if real_node and self.skip_reason:
             raise ClusterError(f"no real node on this host: {self.skip_reason}")
         self.real_node = self.skip_reason is None
+        if self.real_node and service_cidr != SERVICE_CIDR:
+            raise ClusterError(f"a real node's egress guard covers {SERVICE_CIDR} only")
+        self.service_cidr, self.client_qps = service_cidr, client_qps
         self.dapr = dapr and self.real_node
         self.net = HostNetwork(NODE_CIDR, SERVICE_CIDR)
         self.bin_dir = Path()
@@ -165,6 +170,8 @@ class LocalCluster:
             self.kwok_nodes,
             node_ip=self.net.node_ip if self.real_node else None,
             hpa_downscale_window=self.hpa_downscale_window,
+            service_cidr=self.service_cidr,
+            client_qps=self.client_qps,
         )
         if not self.real_node:
             self._step("control plane", self.control_plane.start, self.control_plane.stop)

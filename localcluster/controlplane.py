@@ -25,6 +25,9 @@ from .procs import ClusterError, Processes, free_port
 
 DEFAULT_STAGES = HERE / "kwok-stages.yaml"
 SERVICE_CIDR = "10.0.0.0/24"
+# Room for 65 533 Services, for benchmarks at scale on the fake nodes alone. Not for a real node:
+# its egress guard and kube-proxy are sized for SERVICE_CIDR.
+LARGE_SERVICE_CIDR = "10.0.0.0/16"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 # Every request of this user is audited, reads too: benchmarks run the operator as this user.
@@ -53,7 +56,12 @@ class LocalControlPlane:
         stages: Path = DEFAULT_STAGES,
         startup_timeout: float = 90,
         hpa_downscale_window: str | None = None,
+        service_cidr: str = SERVICE_CIDR,
+        client_qps: int | None = None,
     ):
+        """`client_qps`: the request rate (and twice it, the burst) of the controller-manager,
+        the scheduler and kwok; their defaults (20, 50, ...) and not the operator under test
+        decide how fast thousands of Deployments become Ready pods."""
         self.bin_dir = bin_dir
         self.workdir = workdir
         self.nodes = nodes
@@ -62,6 +70,8 @@ class LocalControlPlane:
         self.stages = stages
         self.startup_timeout = startup_timeout
         self.hpa_downscale_window = hpa_downscale_window
+        self.service_cidr = service_cidr
+        self.client_qps = client_qps
         self.log_dir = workdir / "logs"
         self.kubeconfig = workdir / "admin.kubeconfig"
         # Every write request, one JSON line each (who, which verb, which object): how tests and
@@ -162,7 +172,7 @@ class LocalControlPlane:
             # As in most production clusters: setting blockOwnerDeletion needs the
             # owner's finalizers permission, so the chart's RBAC is tested for it.
             "--enable-admission-plugins=OwnerReferencesPermissionEnforcement,NodeRestriction",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-cluster-ip-range={self.service_cidr}",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
@@ -210,6 +220,7 @@ class LocalControlPlane:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",
                 f"--cert-dir={self.workdir / name}",
+                *self._qps_args(),
             ]
             if name == "kube-controller-manager":
                 args += [
@@ -219,8 +230,15 @@ class LocalControlPlane:
                     "--use-service-account-credentials=true",
                     f"--cluster-signing-cert-file={pki.ca_cert}",
                     f"--cluster-signing-key-file={pki.ca_key}",
-                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    f"--service-cluster-ip-range={self.service_cidr}",
                 ]
+                if self.client_qps:
+                    # Each controller's workers, so the rate is what limits them.
+                    workers = str(max(5, self.client_qps // 10))
+                    args += [
+                        f"--concurrent-{kind}-syncs={workers}"
+                        for kind in ("deployment", "replicaset", "horizontal-pod-autoscaler")
+                    ]
                 if self.hpa_downscale_window:
                     # Five minutes by default; the demo shortens it so a person sees the way down.
                     args.append(
@@ -237,6 +255,7 @@ class LocalControlPlane:
             f"--cidr={POD_CIDR}",
             # The fake nodes' InternalIP (and pods' hostIP): loopback, where nothing answers.
             "--node-ip=127.0.0.1",
+            *self._qps_args(),
         )
         insecure = ssl.create_default_context()  # kcm and scheduler serve self-signed certs
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
@@ -272,6 +291,11 @@ class LocalControlPlane:
         self.procs.stop("kwok", "kube-scheduler", "kube-controller-manager")
         self.procs.stop("kube-apiserver")
         self.procs.stop("etcd")
+
+    def _qps_args(self) -> list[str]:
+        if not self.client_qps:
+            return []
+        return [f"--kube-api-qps={self.client_qps}", f"--kube-api-burst={2 * self.client_qps}"]
 
     def _spawn(self, name: str, *args: str) -> None:
         self.procs.spawn(name, [str(self.bin_dir / name), *args], cwd=self.workdir)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sys
 
-import kopf
+# Kopf adapts the `kubernetes` package's model objects when that package is importable, and
+# imports all of it to do so (~55 MB, over 1,200 modules). The operator hands Kopf only dicts and
+# has a client of its own (`kube`, `credentials`): where the package is installed anyway (the dev
+# environment has it, for crewai's chromadb), it stays out of the operator's process.
+sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
 
-from .settings import OperatorSettings
+import kopf  # noqa: E402
+
+from .settings import OperatorSettings  # noqa: E402
 
 
 class SayOnce(logging.Filter):

@@ -12,11 +12,15 @@ from typing import Any
 
 import kopf
 
-from . import api, components, reconcile, render
+from . import api, components, credentials, reconcile, render
 from .kube import Kube
 from .observed import ChildKey, IndexedObserved
 from .settings import OperatorSettings
 from .status import Sidecar, sidecar_of
+
+# Kopf's default registry logs in through the `kubernetes` package when it is installed (importing
+# it: ~55 MB); this plain one leaves that to our own `login` below, and adds nothing else.
+kopf.set_default_registry(kopf.OperatorRegistry())
 
 AIAGENTS = (api.GROUP, api.VERSION, api.PLURAL)
 DAPR_COMPONENTS = ("dapr.io", "v1alpha1", components.PLURAL)
@@ -50,14 +54,22 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
     kopf_settings.peering.priority = settings.peering_priority
     kopf_settings.peering.standalone = settings.standalone
     kopf_settings.peering.mandatory = not settings.standalone
+    kopf_settings.execution.max_workers = settings.handler_workers
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Kopf's watches and patches use the same credentials as `Kube` (asked again on a 401)."""
+    return kopf.ConnectionInfo(**credentials.load().for_kopf())
 
 
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.settings = OperatorSettings()
-    memo.kube = Kube.from_environment()
+    memo.kube = Kube.from_environment(connections=memo.settings.handler_workers)
     # What this process applied last, per child: the digest index may lag behind it.
     memo.applied_here = {}
+    memo.secrets_seen = {}  # Secrets found usable a moment ago (their keys, never values)
     configure_kopf(settings, memo.settings)
 
 
@@ -119,6 +131,7 @@ def observed(memo: kopf.Memo, indices: dict[str, Any]) -> IndexedObserved:
         components_by_owner=indices["dapr_components_by_owner"],
         applied_digests=[indices[name] for name in APPLIED_INDICES],
         applied_here=memo.applied_here,
+        secrets_seen=memo.secrets_seen,
     )
 
 

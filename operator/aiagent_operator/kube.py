@@ -1,4 +1,4 @@
-"""A small JSON client for the few API calls the operator makes, on top of the `kubernetes` client.
+"""A small JSON client for the few API calls the operator makes: urllib3 and `credentials`.
 
 Server-side apply is the heart of it: the operator states the fields it owns (field manager
 `aiagent-operator`) and the API server merges, so drift in those fields is undone by the next
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import kubernetes
 import urllib3
-from kubernetes.client import Configuration
 
 from . import __version__, api, components
+from .credentials import Credentials, from_kubeconfig, load
 from .render import FIELD_MANAGER, Manifest
 
 # Who is asking, in the API server's audit log and metrics (Kopf's own calls say kopf/...).
@@ -70,32 +70,27 @@ def object_path(api_version: str, kind: str, namespace: str, name: str = "") -> 
 
 
 class Kube:
-    """Plain HTTPS to the API server with the credentials `kubernetes.config` found.
+    """Plain HTTPS to the API server with the credentials `credentials` found.
 
-    Only the configuration loaders of the `kubernetes` package are used: its generated client
-    changes shape between releases, while these few JSON calls do not.
+    No generated client: these few JSON calls do not change shape between releases.
     """
 
-    def __init__(self, configuration: Configuration) -> None:
-        self._config = configuration
+    def __init__(self, credentials: Credentials, *, connections: int = 8) -> None:
+        self.credentials = credentials
+        self._server = credentials.server.rstrip("/")
+        # `connections`: as many as the threads that call at once (Kopf's sync handler workers).
         self._pool = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=8,  # Kopf runs sync handlers in a thread pool
-            cert_reqs="CERT_REQUIRED" if configuration.verify_ssl else "CERT_NONE",
-            ca_certs=configuration.ssl_ca_cert,
-            cert_file=configuration.cert_file,
-            key_file=configuration.key_file,
+            num_pools=2, maxsize=connections, ssl_context=credentials.ssl_context()
         )
 
     @classmethod
-    def from_environment(cls) -> Kube:
+    def from_environment(cls, *, connections: int = 8) -> Kube:
         """In-cluster credentials inside a pod, the kubeconfig (KUBECONFIG) elsewhere."""
-        configuration = Configuration()
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=configuration)
-        return cls(configuration)
+        return cls(load(), connections=connections)
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | Path) -> Kube:
+        return cls(from_kubeconfig([path]))
 
     def request(
         self,
@@ -110,11 +105,9 @@ class Kube:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
-        # auth_settings() refreshes expiring tokens (projected ServiceAccount tokens, exec plugins).
-        for setting in self._config.auth_settings().values():
-            if setting["in"] == "header" and setting["value"]:
-                headers[setting["key"]] = setting["value"]
-        url = self._config.host.rstrip("/") + path
+        if token := self.credentials.bearer_token():  # re-read when the kubelet rotates it
+            headers["Authorization"] = f"Bearer {token}"
+        url = self._server + path
         if query:
             url += "?" + urlencode(query)
         try:
@@ -207,17 +200,10 @@ class Kube:
             "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
         )
 
-    def secret_key_problem(self, namespace: str, ref: api.SecretKeyRef) -> str | None:
-        """Why the API key Secret cannot be used, or None. Never returns or logs the value."""
-        secret = self.get("v1", "Secret", namespace, ref.name)
-        if secret is None:
-            return (
-                f"Secret {ref.name!r} (spec.model.apiKeySecretRef) "
-                f"not found in namespace {namespace}"
-            )
-        if ref.key not in (secret.get("data") or {}):
-            return f"Secret {ref.name!r} has no key {ref.key!r} (spec.model.apiKeySecretRef.key)"
-        return None
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The keys of a Secret (None: no such Secret). Its values are neither kept nor logged."""
+        secret = self.get("v1", "Secret", namespace, name)
+        return None if secret is None else frozenset(secret.get("data") or {})
 
 
 def is_controlled_by(obj: dict[str, Any], owner_uid: str) -> bool:

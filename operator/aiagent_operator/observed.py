@@ -7,14 +7,33 @@ Kopf (tests, tools). Either way the caller sees the same facts.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 
 from . import api, components, render
 from .components import SeenComponent, seen_component
 from .kube import Kube, KubeError, is_controlled_by
-from .status import Sidecar, sidecar_of
+from .status import Sidecar, pod_problem, sidecar_of
 
 ChildKey = tuple[str, str, str]  # kind, namespace, name
+SecretKey = tuple[str, str]  # namespace, name
+# How long a Secret found usable is taken as still usable without asking again: a thousand agents
+# naming one Secret cost one read per this many seconds, not one per event. Nothing watches
+# Secrets (the operator may not list them), so a deletion is noticed by the next pass anyway.
+SECRET_FRESH_SECONDS = 10.0
+
+
+def secret_problem_of(
+    namespace: str, ref: api.SecretKeyRef, keys: frozenset[str] | None
+) -> str | None:
+    """Why the API key Secret cannot be used (`keys`: its keys, None: absent), or None."""
+    if keys is None:
+        return (
+            f"Secret {ref.name!r} (spec.model.apiKeySecretRef) not found in namespace {namespace}"
+        )
+    if ref.key not in keys:
+        return f"Secret {ref.name!r} has no key {ref.key!r} (spec.model.apiKeySecretRef.key)"
+    return None
 
 
 def child_key(manifest: Mapping[str, object]) -> ChildKey:
@@ -32,6 +51,20 @@ class Observed:
         """The Dapr sidecar of each of the agent's pods (terminating ones included)."""
         pods = self.kube.list_pods(agent.namespace, render.selector_labels(agent))
         return [sidecar_of(pod) for pod in pods]
+
+    def stuck_pod(self, agent: api.AIAgent) -> tuple[str, str] | None:
+        """(reason, message) of the first of the agent's pods whose container is stuck."""
+        return pod_problem(self.kube.list_pods(agent.namespace, render.selector_labels(agent)))
+
+    def secret_problem(self, agent: api.AIAgent) -> str | None:
+        """Why the agent's API key Secret cannot be used, or None (also when it names none)."""
+        ref = agent.spec.model.api_key_secret_ref
+        if ref is None:
+            return None
+        return secret_problem_of(agent.namespace, ref, self._secret_keys(agent.namespace, ref.name))
+
+    def _secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        return self.kube.secret_keys(namespace, name)
 
     def component(self, namespace: str, name: str, *, confirm: bool = True) -> SeenComponent | None:
         """The Component of that name, or None. Raises KubeError (`no_such_api`) where the cluster
@@ -66,7 +99,7 @@ class Observed:
 class IndexedObserved(Observed):
     """The facts from Kopf's indices: pods by (namespace, agent name), Components by
     (namespace, name), the names of Components by their controller's uid, and the applied
-    digest of each child by (kind, namespace, name)."""
+    digest of each child by (kind, namespace, name); and Secrets found usable a moment ago."""
 
     def __init__(
         self,
@@ -76,6 +109,7 @@ class IndexedObserved(Observed):
         components_by_owner: Mapping[str, Iterable[str]],
         applied_digests: Sequence[Mapping[ChildKey, Iterable[str]]] = (),
         applied_here: MutableMapping[ChildKey, str] | None = None,
+        secrets_seen: MutableMapping[SecretKey, tuple[float, frozenset[str]]] | None = None,
     ) -> None:
         super().__init__(kube)
         self._pods = pods
@@ -83,6 +117,18 @@ class IndexedObserved(Observed):
         self._owned = components_by_owner
         self._digests = applied_digests
         self._mine = applied_here if applied_here is not None else {}
+        self._secrets = secrets_seen if secrets_seen is not None else {}
+
+    def _secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        seen = self._secrets.get((namespace, name))
+        if seen is not None and time.monotonic() - seen[0] < SECRET_FRESH_SECONDS:
+            return seen[1]
+        keys = super()._secret_keys(namespace, name)
+        if keys is None:
+            self._secrets.pop((namespace, name), None)  # absent: asked again every time
+        else:
+            self._secrets[(namespace, name)] = (time.monotonic(), keys)
+        return keys
 
     def unchanged(self, manifest: Mapping[str, object], digest: str) -> bool:
         # The index follows the watch streams and may lag behind this process's own applies
@@ -98,6 +144,10 @@ class IndexedObserved(Observed):
 
     def sidecars(self, agent: api.AIAgent) -> list[Sidecar]:
         return list(self._pods.get((agent.namespace, agent.name), ()))
+
+    def stuck_pod(self, agent: api.AIAgent) -> tuple[str, str] | None:
+        pods = sorted(self.sidecars(agent), key=lambda s: s.pod)
+        return next((s.stuck for s in pods if s.stuck and not s.terminating), None)
 
     def component(self, namespace: str, name: str, *, confirm: bool = True) -> SeenComponent | None:
         for seen in self._components.get((namespace, name), ()):

@@ -41,7 +41,7 @@ def reconcile_agent(
     change). `observed` answers from Kopf's indices; without it, from the API.
     """
     observed = observed or Observed(kube)
-    secret_problem = check_secret(kube, agent)
+    secret_problem = observed.secret_problem(agent)
     children = render.render_children(agent, settings)
     inline = components.render_components(agent)
     deployment: dict[str, Any] | None = None
@@ -192,11 +192,6 @@ def _settled(deployment: dict[str, Any] | None) -> bool:
     return bool(observed >= deployment["metadata"].get("generation", 0))
 
 
-def check_secret(kube: Kube, agent: api.AIAgent) -> str | None:
-    ref = agent.spec.model.api_key_secret_ref
-    return kube.secret_key_problem(agent.namespace, ref) if ref else None
-
-
 def refresh_status(
     kube: Kube,
     agent: api.AIAgent,
@@ -207,28 +202,26 @@ def refresh_status(
     facts: list[ComponentFact] | None = None,
 ) -> None:
     observed = observed or Observed(kube)
-    pods = None
+    stuck = None
     if deployment is not None and not _all_ready(deployment):
-        # Only then: the Deployment alone cannot tell a slow start from a crash loop.
-        pods = kube.list_pods(agent.namespace, render.selector_labels(agent))
+        # Only then: the Deployment alone cannot tell a slow start from a crash loop. (A pod
+        # the index has not seen stuck yet is reported by its own event, `on_pod_event`.)
+        stuck = observed.stuck_pod(agent)
     sidecars: list[Sidecar] | None = None
     if agent.spec.dapr.enabled:
         if facts is None:
             facts = component_facts(agent, observed)
-        if pods is not None:
+        sidecars = observed.sidecars(agent)
+        if _lags(sidecars, deployment):
+            # The pod index has not seen the pods the Deployment counts ready yet (another
+            # watch stream): ask, rather than report an old pod's sidecar.
+            pods = kube.list_pods(agent.namespace, render.selector_labels(agent))
             sidecars = [sidecar_of(pod) for pod in pods]
-        else:
-            sidecars = observed.sidecars(agent)
-            if _lags(sidecars, deployment):
-                # The pod index has not seen the pods the Deployment counts ready yet (another
-                # watch stream): ask, rather than report an old pod's sidecar.
-                pods = kube.list_pods(agent.namespace, render.selector_labels(agent))
-                sidecars = [sidecar_of(pod) for pod in pods]
     status = compute_status(
         agent,
         deployment,
         secret_problem=secret_problem,
-        pods=pods,
+        stuck=stuck,
         components=facts,
         sidecars=sidecars,
         cluster_domain=settings.cluster_domain,
@@ -258,6 +251,7 @@ def on_pod_event(
     Pods that are fine cost nothing here; their Deployment's events carry recovery."""
     if owner is None or pod_problem([pod]) is None:
         return
+    observed = observed or Observed(kube)
     fresh = kube.get(api.API_VERSION, api.KIND, owner.namespace, owner.name)
     if fresh is None or fresh["metadata"].get("deletionTimestamp"):
         return
@@ -265,7 +259,7 @@ def on_pod_event(
     deployment = kube.get("apps/v1", "Deployment", owner.namespace, owner.name)
     if deployment is None or not is_controlled_by(deployment, owner.uid):
         return
-    refresh_status(kube, owner, deployment, check_secret(kube, owner), settings, observed)
+    refresh_status(kube, owner, deployment, observed.secret_problem(owner), settings, observed)
 
 
 def write_status(kube: Kube, agent: api.AIAgent, status: api.AIAgentStatus) -> None:
@@ -305,6 +299,7 @@ def on_child_event(
     if fresh["metadata"].get("deletionTimestamp"):
         return
     owner = api.AIAgent.from_body(fresh)
+    observed = observed or Observed(kube)
     desired = _drift(event_type, child, owner, settings)
     if desired is not None:
         logger.info(
@@ -318,20 +313,19 @@ def on_child_event(
             if desired["kind"] == components.KIND:
                 # Deleted: whoever creates a Component of that name first has it, so the
                 # restore goes through the same ownership check as the reconcile.
-                observed = observed or Observed(kube)
                 claimed = claim_component(kube, owner, desired, observed, drifted=True)
                 if claimed.verdict != "Ok":
                     deployment = _deployment_of(kube, owner)
-                    secret_problem = check_secret(kube, owner)
+                    secret_problem = observed.secret_problem(owner)
                     refresh_status(kube, owner, deployment, secret_problem, settings, observed)
                 return
-            child = apply_child(kube, desired, observed or Observed(kube), drifted=True) or child
+            child = apply_child(kube, desired, observed, drifted=True) or child
         except KubeError as exc:
             if exc.namespace_terminating:
                 return  # the whole namespace is going away, owner included
             raise
     if is_deployment and event_type != "DELETED":
-        refresh_status(kube, owner, child, check_secret(kube, owner), settings, observed)
+        refresh_status(kube, owner, child, observed.secret_problem(owner), settings, observed)
 
 
 def _deployment_of(kube: Kube, agent: api.AIAgent) -> dict[str, Any] | None:

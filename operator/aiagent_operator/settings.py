@@ -38,6 +38,11 @@ class OperatorSettings(BaseSettings):
     # Kopf pauses every operator that sees a peer of the same priority, so replicas must differ:
     # a random priority lets exactly one replica (the highest) act, and another take over.
     peering_priority: int = Field(default_factory=lambda: random.randint(1, 1_000_000))
+    handler_workers: int = Field(
+        16,
+        ge=1,
+        description="Threads that run reconciles at once (each mostly waits on the API server).",
+    )
     secret_retry_seconds: int = Field(
         15, ge=1, description="How often an AIAgent whose API key Secret is missing is rechecked."
     )

@@ -141,13 +141,15 @@ def _assess(
 
 @dataclass(frozen=True)
 class Sidecar:
-    """What one agent pod says about its Dapr sidecar: all the operator's pod index keeps."""
+    """What one agent pod says about its Dapr sidecar, and whether a container of it is stuck:
+    all the operator's pod index keeps."""
 
     pod: str
     injected: bool  # the pod has a daprd container (or native sidecar init container)
     ready: bool  # daprd passes its readiness probe
     pod_ready: bool
     terminating: bool
+    stuck: tuple[str, str] | None = None  # pod_problem of this pod alone
 
 
 def sidecar_of(pod: dict[str, Any]) -> Sidecar:
@@ -166,6 +168,7 @@ def sidecar_of(pod: dict[str, Any]) -> Sidecar:
             for c in status.get("conditions") or []
         ),
         terminating=bool((pod.get("metadata") or {}).get("deletionTimestamp")),
+        stuck=pod_problem([pod]),
     )
 
 
@@ -221,6 +224,7 @@ def compute_status(
     *,
     secret_problem: str | None = None,
     pods: list[dict[str, Any]] | None = None,
+    stuck: tuple[str, str] | None = None,
     components: list[ComponentFact] | None = None,
     sidecars: list[Sidecar] | None = None,
     cluster_domain: str = "cluster.local",
@@ -228,14 +232,15 @@ def compute_status(
 ) -> api.AIAgentStatus:
     """The status an AIAgent should show, given its Deployment (None: not there), whether its
     API key Secret is usable (`secret_problem` says why not), and its pods (read only while not
-    every replica is ready; a stuck container makes the agent Failed or Degraded).
+    every replica is ready; a stuck container makes the agent Failed or Degraded), or what a
+    stuck one says (`stuck`, from the pod index).
 
     With Dapr enabled, a DaprReady condition says whether every pod has a ready daprd and every
     Component the spec names is usable (`components`, `sidecars`). It is reported beside Ready and
     never changes the phase: the agent serves without its sidecar (sessions in process), and a
     cluster without Dapr would otherwise show every agent Degraded, since Dapr is on by default.
     """
-    stuck = pod_problem(pods) if pods else None
+    stuck = stuck or (pod_problem(pods) if pods else None)
     phase, ready, reason, message = _assess(agent, deployment, secret_problem, stuck)
     generation = _applied_generation(deployment)
     timestamp = now or now_rfc3339()

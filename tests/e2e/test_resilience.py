@@ -8,9 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-import kubernetes
 import pytest
-from kubernetes.client import Configuration
 
 from aiagent_operator import api, reconcile
 from aiagent_operator.kube import USER_AGENT, Kube
@@ -151,10 +149,7 @@ def test_reconcile_in_a_namespace_being_deleted_is_quiet(
             "the agent deleted with its namespace",
             lambda: not kubectl.get("aiagent", "support-bot", ns),
         )
-        configuration = Configuration()
-        kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=configuration)
-
-        reconcile.reconcile_agent(stale, Kube(configuration), OperatorSettings())
+        reconcile.reconcile_agent(stale, Kube.from_kubeconfig(kubeconfig), OperatorSettings())
 
         assert kubectl.get("deployment", "support-bot", ns) is None
     finally:

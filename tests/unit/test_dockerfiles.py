@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -282,16 +283,19 @@ def tree_digest(root: Path) -> str:
 
 def store_layer(layer: Path, files: list[Path], keep: int = 6) -> None:
     """Keep a RUN step's wheels under its key (hard links, same filesystem or copies), and only
-    the newest few steps' (each lock's wheels are hundreds of MB)."""
-    partial = layer.with_name(layer.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    the newest few steps' (each lock's wheels are hundreds of MB). Two checkouts storing the
+    same step at once each fill a directory of their own; the first rename wins."""
+    layer.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=layer.name + ".", suffix=".partial", dir=layer.parent))
     for path in files:
         try:
             os.link(path, partial / path.name)
         except OSError:
             shutil.copy2(path, partial / path.name)
-    partial.rename(layer)
+    try:
+        partial.rename(layer)
+    except OSError:  # stored meanwhile by the other checkout: the same files
+        shutil.rmtree(partial, ignore_errors=True)
     prune(
         lambda p: (
             p.is_dir() and not p.name.endswith(".partial") and not p.name.startswith(FINAL_PREFIX)

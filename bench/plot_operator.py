@@ -1,0 +1,61 @@
+"""The operator-at-scale plots for the README, from bench/results/operator-*-n<N>.json.
+
+    make bench-plot        (matplotlib in a venv of its own: it is no dependency of the product)
+
+The newest result of each N is plotted: the time until all children exist for the operator and
+for the raw client, and the operator's peak RSS, against N.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def newest_per_n(results: Path) -> list[dict[str, Any]]:
+    by_n: dict[int, dict[str, Any]] = {}
+    for path in sorted(results.glob("operator-*-n*.json")):  # dated names: newest last
+        result = json.loads(path.read_text())
+        if "create_to_deployment_idle" in result:  # the full run (earlier runs lacked parts)
+            by_n[result["settings"]["agents"]] = result
+    return [by_n[n] for n in sorted(by_n)]
+
+
+def main(out: Path = RESULTS / "operator-scale.png") -> None:
+    runs = newest_per_n(RESULTS)
+    if not runs:
+        sys.exit(f"no results in {RESULTS}: run `make bench-operator` first")
+    n = [r["settings"]["agents"] for r in runs]
+    fig, (times, memory) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    times.plot(n, [r["create"]["all_children_s"] for r in runs], "o-", label="operator")
+    times.plot(n, [r["raw_client_s"] for r in runs], "s--", label="raw client (the limit)")
+    times.set(xscale="log", yscale="log", xlabel="AIAgents", ylabel="seconds")
+    times.set_title("until all 4 × N children exist")
+    times.legend()
+    rss = [max(r[k]["operator"]["rss_mib"] for k in ("create", "restart")) for r in runs]
+    memory.plot(n, rss, "o-", color="tab:green", label="operator peak RSS")
+    memory.axhline(150, color="grey", linestyle=":", label="target at 1000: 150 MiB")
+    memory.set(xscale="log", xlabel="AIAgents", ylabel="MiB", ylim=(0, max(rss) * 1.2))
+    memory.set_title("operator memory")
+    memory.legend()
+    for axes in (times, memory):
+        axes.grid(True, which="both", alpha=0.3)
+    fig.suptitle(
+        f"aiagent-operator at scale, local control plane, {runs[0]['machine']['cores']} cores"
+    )
+    fig.tight_layout()
+    fig.savefig(out)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
