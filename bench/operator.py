@@ -12,8 +12,8 @@ nothing changed, and deleting everything. Create → Deployment latency is measu
 the bulk create (busy), and for agents created one at a time into the settled operator (idle).
 The operator runs as a user of its own, which the API server audits on every request
 (`AUDITED_USER`), so its requests are counted by verb from the audit log; RSS and CPU come from
-/proc. The cluster is sized for N: a /16 service range, and the controller-manager, scheduler
-and kwok allowed N/4 requests a second (100 to 1000), so they, not their defaults, keep up.
+/proc. The cluster is sized for N: a /16 service range, and the controller-manager and the
+scheduler allowed N/4 requests a second (100 to 1000), so they, not their defaults, keep up.
 """
 
 from __future__ import annotations

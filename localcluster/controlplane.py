@@ -59,9 +59,9 @@ class LocalControlPlane:
         service_cidr: str = SERVICE_CIDR,
         client_qps: int | None = None,
     ):
-        """`client_qps`: the request rate (and twice it, the burst) of the controller-manager,
-        the scheduler and kwok; their defaults (20, 50, ...) and not the operator under test
-        decide how fast thousands of Deployments become Ready pods."""
+        """`client_qps`: the request rate (and twice it, the burst) of the controller-manager and
+        the scheduler; their defaults (20, 50) and not the operator under test would decide how
+        fast thousands of Deployments become Ready pods. (kwok has no such flag.)"""
         self.bin_dir = bin_dir
         self.workdir = workdir
         self.nodes = nodes
@@ -255,7 +255,6 @@ class LocalControlPlane:
             f"--cidr={POD_CIDR}",
             # The fake nodes' InternalIP (and pods' hostIP): loopback, where nothing answers.
             "--node-ip=127.0.0.1",
-            *self._qps_args(),
         )
         insecure = ssl.create_default_context()  # kcm and scheduler serve self-signed certs
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE

@@ -360,6 +360,8 @@ class AIAgent(CamelModel):
     namespace: str
     uid: str
     generation: int = 1
+    resource_version: str = ""
+    deleting: bool = False  # metadata.deletionTimestamp is set
     spec: AIAgentSpec
     status: AIAgentStatus = Field(default_factory=AIAgentStatus)
 
@@ -372,6 +374,8 @@ class AIAgent(CamelModel):
             namespace=meta["namespace"],
             uid=meta["uid"],
             generation=meta.get("generation", 1),
+            resource_version=meta.get("resourceVersion", ""),
+            deleting=bool(meta.get("deletionTimestamp")),
             spec=AIAgentSpec.model_validate(dict(body.get("spec") or {})),
             status=AIAgentStatus.model_validate(_known_status(body.get("status") or {})),
         )

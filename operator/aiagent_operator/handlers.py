@@ -1,13 +1,19 @@
 """Kopf registrations: the whole event surface of the operator on one screen.
 
 Each handler is thin; the work happens in `reconcile`, over the pure `render` and `status`.
+Indices and the first look at a child's or pod's event are `async`: Kopf runs those on its event
+loop, while a sync handler waits for a thread of the pool that the reconciles (each waiting on
+the API server) hold. At a thousand agents, index updates queued behind reconciles held every
+watch event in memory meanwhile (the profile: half the operator's peak heap was such bodies).
 Run with `python -m aiagent_operator`, or `kopf run -m aiagent_operator.handlers --all-namespaces`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
@@ -16,7 +22,7 @@ from . import api, components, credentials, reconcile, render
 from .kube import Kube
 from .observed import ChildKey, IndexedObserved
 from .settings import OperatorSettings
-from .status import Sidecar, sidecar_of
+from .status import Sidecar, pod_problem, sidecar_of
 
 # Kopf's default registry logs in through the `kubernetes` package when it is installed (importing
 # it: ~55 MB); this plain one leaves that to our own `login` below, and adds nothing else.
@@ -70,11 +76,20 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # What this process applied last, per child: the digest index may lag behind it.
     memo.applied_here = {}
     memo.secrets_seen = {}  # Secrets found usable a moment ago (their keys, never values)
+    memo.status_versions = {}  # per AIAgent uid: the resourceVersion our last status write made
     configure_kopf(settings, memo.settings)
+    memo.executor = settings.execution.executor  # the pool of the sync handlers, for `in_pool`
+
+
+async def in_pool(memo: kopf.Memo, work: Callable[[], None]) -> None:
+    """Run blocking work in the sync handlers' pool, in this handler's context (so its log lines
+    still name the object, and warnings still become its events)."""
+    context = contextvars.copy_context()
+    await asyncio.get_running_loop().run_in_executor(memo.executor, context.run, work)
 
 
 @kopf.index(*AIAGENTS)
-def aiagents_by_name(body: kopf.Body, **_: Any) -> dict[tuple[str, str], api.AIAgent]:
+async def aiagents_by_name(body: kopf.Body, **_: Any) -> dict[tuple[str, str], api.AIAgent]:
     agent = api.AIAgent.from_body(body)
     return {(agent.namespace, agent.name): agent}
 
@@ -91,24 +106,26 @@ def controlled_by_aiagent(body: kopf.Body, **_: Any) -> bool:
 
 # The pods' and Components' watch streams fill these as they go, so status needs no request.
 @kopf.index("v1", "pods", labels=AGENT_PODS)
-def agent_pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[str, str], Sidecar]:
+async def agent_pods(
+    body: kopf.Body, namespace: str | None, **_: Any
+) -> dict[tuple[str, str], Sidecar]:
     return {(namespace or "", body.metadata.labels[render.AGENT_LABEL]): sidecar_of(dict(body))}
 
 
 @kopf.index(*DAPR_COMPONENTS)
-def dapr_components(
+async def dapr_components(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> dict[tuple[str, str], components.SeenComponent]:
     return {(namespace or "", name): components.seen_component(body)}
 
 
 @kopf.index(*DAPR_COMPONENTS, when=controlled_by_aiagent)
-def dapr_components_by_owner(body: kopf.Body, name: str, **_: Any) -> dict[str, str]:
+async def dapr_components_by_owner(body: kopf.Body, name: str, **_: Any) -> dict[str, str]:
     owner = next(ref for ref in body.metadata["ownerReferences"] if ref.get("controller"))
     return {owner["uid"]: name}
 
 
-def applied_digest(
+async def applied_digest(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> dict[ChildKey, str]:
     """The digest each child was last applied with (a few bytes per child, not the child)."""
@@ -132,6 +149,7 @@ def observed(memo: kopf.Memo, indices: dict[str, Any]) -> IndexedObserved:
         applied_digests=[indices[name] for name in APPLIED_INDICES],
         applied_here=memo.applied_here,
         secrets_seen=memo.secrets_seen,
+        status_versions=memo.status_versions,
     )
 
 
@@ -150,7 +168,7 @@ def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         raise kopf.PermanentError(str(exc)) from None
 
 
-def _on_child_event(
+async def _on_child_event(
     type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     # Kopf passes indices by name as keyword arguments.
@@ -160,8 +178,14 @@ def _on_child_event(
     )
     owners: Iterable[api.AIAgent] = aiagents_by_name.get((namespace or "", owner_name), [])
     owner = next(iter(owners), None)
-    reconcile.on_child_event(
-        type, dict(body), owner, memo.kube, memo.settings, observed(memo, kwargs)
+    child = dict(body)
+    if not reconcile.child_event_matters(type, child, owner, memo.settings):
+        return  # most events: a child as its owner wants it, a Deployment not yet observed
+    await in_pool(
+        memo,
+        lambda: reconcile.on_child_event(
+            type, child, owner, memo.kube, memo.settings, observed(memo, kwargs)
+        ),
     )
 
 
@@ -172,10 +196,20 @@ for _resource in CHILD_RESOURCES:
 
 
 @kopf.on.event("v1", "pods", labels=AGENT_PODS)
-def agent_pod_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+async def agent_pod_event(
+    body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+) -> None:
     """A crash-looping or unpullable agent container shows on its AIAgent without waiting for the
     Deployment's progress deadline."""
     aiagents_by_name: kopf.Index[tuple[str, str], api.AIAgent] = kwargs["aiagents_by_name"]
     name = body.metadata.get("labels", {}).get(render.AGENT_LABEL, "")
     owner = next(iter(aiagents_by_name.get((namespace or "", name), [])), None)
-    reconcile.on_pod_event(dict(body), owner, memo.kube, memo.settings, observed(memo, kwargs))
+    pod = dict(body)
+    if owner is None or pod_problem([pod]) is None:
+        return  # pods that are fine cost nothing: their Deployment's events carry recovery
+    await in_pool(
+        memo,
+        lambda: reconcile.on_pod_event(
+            pod, owner, memo.kube, memo.settings, observed(memo, kwargs)
+        ),
+    )

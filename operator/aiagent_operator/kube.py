@@ -194,11 +194,18 @@ class Kube:
         items: list[dict[str, Any]] = answer.get("items") or []
         return items
 
-    def patch_status(self, agent: api.AIAgent, status: dict[str, Any]) -> None:
+    def patch_status(
+        self, agent: api.AIAgent, status: dict[str, Any], *, if_unchanged: bool = False
+    ) -> str:
+        """Merge-patch the status; returns the new resourceVersion. `if_unchanged`: only if the
+        AIAgent still is at `agent.resource_version` (else KubeError 409), for a patch computed
+        from a view that may be stale."""
         path = object_path(api.API_VERSION, api.KIND, agent.namespace, agent.name) + "/status"
-        self.request(
-            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
-        )
+        body: dict[str, Any] = {"status": status}
+        if if_unchanged:
+            body["metadata"] = {"resourceVersion": agent.resource_version}
+        answer = self.request("PATCH", path, body=body, content_type="application/merge-patch+json")
+        return str((answer.get("metadata") or {}).get("resourceVersion", ""))
 
     def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         """The keys of a Secret (None: no such Secret). Its values are neither kept nor logged."""

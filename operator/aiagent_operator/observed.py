@@ -72,6 +72,18 @@ class Observed:
         body = self.kube.get(components.API_VERSION, components.KIND, namespace, name)
         return seen_component(body) if body is not None else None
 
+    def current_owner(self, owner: api.AIAgent) -> api.AIAgent | None:
+        """The owner as it is now, or None when it is gone, replaced (another uid) or being
+        deleted. Asked of the API."""
+        fresh = self.kube.get(api.API_VERSION, api.KIND, owner.namespace, owner.name)
+        if fresh is None or fresh["metadata"]["uid"] != owner.uid:
+            return None
+        agent = api.AIAgent.from_body(fresh)
+        return None if agent.deleting else agent
+
+    def status_written(self, agent: api.AIAgent, resource_version: str) -> None:
+        """Note that this process wrote the agent's status, which made it `resource_version`."""
+
     def unchanged(self, manifest: Mapping[str, object], digest: str) -> bool:
         """Whether the live child already is this rendered child (digest `digest`); asked of
         the API, nothing is known: apply."""
@@ -110,6 +122,7 @@ class IndexedObserved(Observed):
         applied_digests: Sequence[Mapping[ChildKey, Iterable[str]]] = (),
         applied_here: MutableMapping[ChildKey, str] | None = None,
         secrets_seen: MutableMapping[SecretKey, tuple[float, frozenset[str]]] | None = None,
+        status_versions: MutableMapping[str, str] | None = None,
     ) -> None:
         super().__init__(kube)
         self._pods = pods
@@ -118,6 +131,19 @@ class IndexedObserved(Observed):
         self._digests = applied_digests
         self._mine = applied_here if applied_here is not None else {}
         self._secrets = secrets_seen if secrets_seen is not None else {}
+        self._written = status_versions if status_versions is not None else {}
+
+    def current_owner(self, owner: api.AIAgent) -> api.AIAgent | None:
+        # The index's owner is as new as this process's last status write when it carries the
+        # resourceVersion that write made (or when there was none): no need to ask. A write
+        # from it is conditional (`if_unchanged`), so a change by anyone else still shows, as
+        # a 409 that makes the caller ask.
+        if self._written.get(owner.uid, owner.resource_version) == owner.resource_version:
+            return None if owner.deleting else owner
+        return super().current_owner(owner)
+
+    def status_written(self, agent: api.AIAgent, resource_version: str) -> None:
+        self._written[agent.uid] = resource_version
 
     def _secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         seen = self._secrets.get((namespace, name))

@@ -200,7 +200,10 @@ def refresh_status(
     settings: OperatorSettings,
     observed: Observed | None = None,
     facts: list[ComponentFact] | None = None,
+    *,
+    if_unchanged: bool = False,
 ) -> None:
+    """Compute the agent's status and write what changed (`if_unchanged`: see `write_status`)."""
     observed = observed or Observed(kube)
     stuck = None
     if deployment is not None and not _all_ready(deployment):
@@ -226,7 +229,7 @@ def refresh_status(
         sidecars=sidecars,
         cluster_domain=settings.cluster_domain,
     )
-    write_status(kube, agent, status)
+    write_status(kube, agent, status, observed, if_unchanged=if_unchanged)
 
 
 def _lags(sidecars: list[Sidecar], deployment: dict[str, Any] | None) -> bool:
@@ -262,15 +265,72 @@ def on_pod_event(
     refresh_status(kube, owner, deployment, observed.secret_problem(owner), settings, observed)
 
 
-def write_status(kube: Kube, agent: api.AIAgent, status: api.AIAgentStatus) -> None:
+def write_status(
+    kube: Kube,
+    agent: api.AIAgent,
+    status: api.AIAgentStatus,
+    observed: Observed | None = None,
+    *,
+    if_unchanged: bool = False,
+) -> None:
+    """Patch what differs from `agent.status`. `if_unchanged`: only if the AIAgent is still at
+    the version `agent` was read at (KubeError 409 otherwise): for a view that may be stale."""
     patch = status_patch(agent.status, status)
     if patch is None:
         return
     try:
-        kube.patch_status(agent, patch)
+        version = kube.patch_status(agent, patch, if_unchanged=if_unchanged)
     except KubeError as exc:
         if exc.status != 404:  # the AIAgent was deleted meanwhile: nothing to report on
             raise
+        return
+    if observed is not None:
+        observed.status_written(agent, version)
+
+
+def report_deployment(
+    kube: Kube,
+    owner: api.AIAgent,
+    deployment: dict[str, Any],
+    settings: OperatorSettings,
+    observed: Observed,
+) -> None:
+    """The Deployment's status moved on: let it flow into the owner's status.
+
+    Most of the time the owner from the index is current (`Observed.current_owner`), and the
+    write is conditional on it; when someone else changed the agent meanwhile, the write is
+    refused (409) and repeated from the agent read afresh."""
+    for _ in range(3):
+        current = observed.current_owner(owner)
+        if current is None:
+            return  # deleted, being deleted, or replaced by a new agent of the same name
+        try:
+            secret_problem = observed.secret_problem(current)
+            refresh_status(
+                kube, current, deployment, secret_problem, settings, observed, if_unchanged=True
+            )
+            return
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            observed.status_written(current, "")  # not current after all: ask next time
+    logger.info("%s/%s: status changed under each of 3 writes", owner.namespace, owner.name)
+
+
+def child_event_matters(
+    event_type: str | None,
+    child: dict[str, Any],
+    owner: api.AIAgent | None,
+    settings: OperatorSettings,
+) -> bool:
+    """Whether `on_child_event` has anything to do: the child differs from what its owner (as
+    the index has it) wants, or is a Deployment whose controller has caught up with its spec,
+    so its status may have news. Pure: most events end here, without a request."""
+    if owner is None or not is_controlled_by(child, owner.uid):
+        return False  # the owner is gone (garbage collection under way) or was recreated
+    if _drift(event_type, child, owner, settings) is not None:
+        return True
+    return child["kind"] == "Deployment" and event_type != "DELETED" and _settled(child)
 
 
 def on_child_event(
@@ -285,13 +345,18 @@ def on_child_event(
     Deployment's own status flow into the owner's status.
 
     `owner` comes from Kopf's index, which may lag behind the child's own watch stream. Before
-    undoing anything or writing status, the owner is read afresh, so a spec change or status
-    written a moment ago is neither reverted nor overwritten with a stale view.
+    undoing anything the owner is read afresh, so a spec change a moment ago is not reverted;
+    a status from the Deployment is written only over the owner's current version (see
+    `report_deployment`), so neither is a status written a moment ago overwritten.
     """
     if owner is None or not is_controlled_by(child, owner.uid):
         return  # the owner is gone (garbage collection under way) or was recreated
     is_deployment = child["kind"] == "Deployment"
-    if not is_deployment and _drift(event_type, child, owner, settings) is None:
+    if _drift(event_type, child, owner, settings) is None:
+        # As the (maybe stale) owner wants it. A Deployment's status may have news; one its
+        # controller has not caught up with yet has none (the next event will).
+        if is_deployment and event_type != "DELETED" and _settled(child):
+            report_deployment(kube, owner, child, settings, observed or Observed(kube))
         return
     fresh = kube.get(api.API_VERSION, api.KIND, owner.namespace, owner.name)
     if fresh is None or fresh["metadata"]["uid"] != owner.uid:
