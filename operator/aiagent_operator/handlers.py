@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from . import api, components, credentials, reconcile, render
-from .kube import Kube
+from .kube import Kube, is_controlled_by
 from .observed import ChildKey, IndexedObserved
 from .settings import OperatorSettings
 from .status import Sidecar, pod_problem, sidecar_of
@@ -28,7 +28,10 @@ from .status import Sidecar, pod_problem, sidecar_of
 # it: ~55 MB); this plain one leaves that to our own `login` below, and adds nothing else.
 kopf.set_default_registry(kopf.OperatorRegistry())
 
+logger = logging.getLogger(__name__)
 AIAGENTS = (api.GROUP, api.VERSION, api.PLURAL)
+# How long a Deployment's status events are gathered before one status write reports them.
+STATUS_COALESCE_SECONDS = 1.0
 DAPR_COMPONENTS = ("dapr.io", "v1alpha1", components.PLURAL)
 # Children are watched so that drift is undone and the Deployment's state reaches status at once.
 # Where the cluster has no Dapr, Kopf logs once that it cannot serve Components and starts the
@@ -79,6 +82,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.status_versions = {}  # per AIAgent uid: the resourceVersion our last status write made
     configure_kopf(settings, memo.settings)
     memo.executor = settings.execution.executor  # the pool of the sync handlers, for `in_pool`
+    memo.deployments_to_report = {}  # (namespace, agent): its newest Deployment, to report soon
+    memo.reports_due = {}  # (namespace, agent): the task that will (referenced until it runs)
 
 
 async def in_pool(memo: kopf.Memo, work: Callable[[], None]) -> None:
@@ -179,14 +184,46 @@ async def _on_child_event(
     owners: Iterable[api.AIAgent] = aiagents_by_name.get((namespace or "", owner_name), [])
     owner = next(iter(owners), None)
     child = dict(body)
-    if not reconcile.child_event_matters(type, child, owner, memo.settings):
-        return  # most events: a child as its owner wants it, a Deployment not yet observed
-    await in_pool(
-        memo,
-        lambda: reconcile.on_child_event(
-            type, child, owner, memo.kube, memo.settings, observed(memo, kwargs)
-        ),
-    )
+    work = reconcile.child_event_work(type, child, owner, memo.settings)
+    if work == "restore":
+        await in_pool(
+            memo,
+            lambda: reconcile.on_child_event(
+                type, child, owner, memo.kube, memo.settings, observed(memo, kwargs)
+            ),
+        )
+    elif work == "report":
+        report_soon(memo, (namespace or "", owner_name), child, kwargs)
+
+
+def report_soon(
+    memo: kopf.Memo, key: tuple[str, str], deployment: dict[str, Any], kwargs: dict[str, Any]
+) -> None:
+    """Report the agent's Deployment on it in STATUS_COALESCE_SECONDS, as it is then: the events
+    of a rollout (observed, replicas updated, ready, available) come within moments of each
+    other, and one status write serves them all rather than one write and read each."""
+    memo.deployments_to_report[key] = deployment  # the newest event wins
+    if key not in memo.reports_due:
+        memo.reports_due[key] = asyncio.create_task(_report_later(memo, key, kwargs))
+
+
+async def _report_later(memo: kopf.Memo, key: tuple[str, str], kwargs: dict[str, Any]) -> None:
+    await asyncio.sleep(STATUS_COALESCE_SECONDS)
+    # Both at once (no await between): an event from here on schedules a report of its own.
+    deployment = memo.deployments_to_report.pop(key)
+    del memo.reports_due[key]
+    owner = next(iter(kwargs["aiagents_by_name"].get(key, [])), None)  # the index as it is now
+    if owner is None or not is_controlled_by(deployment, owner.uid):
+        return
+    try:
+        await in_pool(
+            memo,
+            lambda: reconcile.report_deployment(
+                memo.kube, owner, deployment, memo.settings, observed(memo, kwargs)
+            ),
+        )
+    except Exception:  # no Kopf handler around this task to log it
+        logger.exception("%s/%s: reporting the Deployment's status failed", *key)
 
 
 for _resource in CHILD_RESOURCES:

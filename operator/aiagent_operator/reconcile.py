@@ -4,7 +4,7 @@ the pure parts (`render`, `status`) with API calls (`kube`); Kopf handlers call 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from . import api, components, render
 from .components import ComponentFact, SeenComponent
@@ -317,20 +317,23 @@ def report_deployment(
     logger.info("%s/%s: status changed under each of 3 writes", owner.namespace, owner.name)
 
 
-def child_event_matters(
+def child_event_work(
     event_type: str | None,
     child: dict[str, Any],
     owner: api.AIAgent | None,
     settings: OperatorSettings,
-) -> bool:
-    """Whether `on_child_event` has anything to do: the child differs from what its owner (as
-    the index has it) wants, or is a Deployment whose controller has caught up with its spec,
-    so its status may have news. Pure: most events end here, without a request."""
+) -> Literal["restore", "report"] | None:
+    """What a child's event asks for. "restore": the child differs from what its owner (as the
+    index has it) wants, or was deleted (`on_child_event`, which reads the owner afresh).
+    "report": a Deployment whose controller has caught up with its spec, so its status may have
+    news (`report_deployment`). None: nothing, the most common answer. Pure: no request."""
     if owner is None or not is_controlled_by(child, owner.uid):
-        return False  # the owner is gone (garbage collection under way) or was recreated
+        return None  # the owner is gone (garbage collection under way) or was recreated
     if _drift(event_type, child, owner, settings) is not None:
-        return True
-    return child["kind"] == "Deployment" and event_type != "DELETED" and _settled(child)
+        return "restore"
+    if child["kind"] == "Deployment" and event_type != "DELETED" and _settled(child):
+        return "report"
+    return None
 
 
 def on_child_event(

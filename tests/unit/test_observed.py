@@ -1,0 +1,119 @@
+"""What the operator answers from its indices and memory without asking the API server.
+
+The client here points at a port nothing listens on: a request it should not make fails the test
+with "Unreachable", and one it must make shows as that error."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from aiagent_operator import api, reconcile
+from aiagent_operator.credentials import Credentials
+from aiagent_operator.kube import Kube, KubeError
+from aiagent_operator.observed import IndexedObserved
+from aiagent_operator.settings import OperatorSettings
+from aiagent_operator.status import sidecar_of
+
+from .conftest import make_agent
+
+NOWHERE = Kube(Credentials(server="https://127.0.0.1:1", insecure=True))
+
+
+def indexed(**memory: Any) -> IndexedObserved:
+    return IndexedObserved(
+        NOWHERE,
+        pods=memory.pop("pods", {}),
+        components_by_name={},
+        components_by_owner={},
+        **memory,
+    )
+
+
+def at_version(agent: api.AIAgent, version: str, **changes: Any) -> api.AIAgent:
+    return agent.model_copy(update={"resource_version": version, **changes})
+
+
+def asks_the_api(call: Any) -> bool:
+    try:
+        call()
+    except KubeError as exc:
+        assert exc.reason == "Unreachable", exc
+        return True
+    return False
+
+
+def test_the_index_owner_is_current_when_it_carries_our_last_write() -> None:
+    versions: dict[str, str] = {}
+    observed = indexed(status_versions=versions)
+    owner = at_version(make_agent(), "41")
+    assert observed.current_owner(owner) is owner  # nothing written yet: the index is all we know
+    observed.status_written(owner, "42")
+    assert asks_the_api(lambda: observed.current_owner(owner))  # the index has not seen "42"
+    assert observed.current_owner(at_version(owner, "42")) is not None
+    assert observed.current_owner(at_version(owner, "42", deleting=True)) is None
+
+
+def test_a_usable_secret_is_asked_for_once_in_a_while_a_missing_one_every_time() -> None:
+    seen: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
+    observed = indexed(secrets_seen=seen)
+    agent = make_agent()
+    assert asks_the_api(lambda: observed.secret_problem(agent))
+    seen[("team-a", "openai")] = (time.monotonic(), frozenset({"other"}))  # read just now
+    assert observed.secret_problem(agent) == (
+        "Secret 'openai' has no key 'api-key' (spec.model.apiKeySecretRef.key)"
+    )
+    seen[("team-a", "openai")] = (time.monotonic() - 60, frozenset({"api-key"}))
+    assert asks_the_api(lambda: observed.secret_problem(agent))  # stale: asked again
+
+
+def crash_looping_pod(name: str, agent: str = "support-bot") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"aiagents.dev/agent": agent}},
+        "spec": {"containers": [{"name": "agent"}]},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "agent",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 3, "message": "no such model"}},
+                    "restartCount": 4,
+                }
+            ]
+        },
+    }
+
+
+def test_a_stuck_pod_is_found_in_the_pod_index() -> None:
+    fine = sidecar_of({"metadata": {"name": "support-bot-a"}, "status": {}})
+    stuck = sidecar_of(crash_looping_pod("support-bot-b"))
+    observed = indexed(pods={("team-a", "support-bot"): [fine, stuck]})
+    reason, message = observed.stuck_pod(make_agent()) or ("", "")
+    assert reason == "CrashLoopBackOff"
+    assert message.startswith("pod support-bot-b: container agent CrashLoopBackOff (exit code 3")
+    assert "no such model" in message
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "work"),
+    [
+        ("Deployment", {}, None),  # not yet observed by its controller: no news
+        ("Deployment", {"observedGeneration": 1, "readyReplicas": 1}, "report"),
+        ("ConfigMap", {}, None),  # as its owner wants it
+    ],
+)
+def test_which_child_events_need_work(
+    kind: str, status: dict[str, Any], work: str | None, settings: OperatorSettings
+) -> None:
+    agent = make_agent()
+    children = {c["kind"]: c for c in reconcile.render.render_children(agent, settings)}
+    child = {**children[kind], "status": status}
+    child["metadata"] = {**child["metadata"], "generation": 1}  # its ownerReferences: rendered
+    assert reconcile.child_event_work("MODIFIED", child, agent, settings) == work
+    assert reconcile.child_event_work("DELETED", child, agent, settings) == "restore"
+    if kind == "ConfigMap":
+        edited = {**child, "data": {"agent.yaml": "edited by hand"}}
+        assert reconcile.child_event_work("MODIFIED", edited, agent, settings) == "restore"
+    assert reconcile.child_event_work("MODIFIED", child, None, settings) is None  # owner gone
