@@ -13,13 +13,14 @@ the bulk create (busy), and for agents created one at a time into the settled op
 The operator runs as a user of its own, which the API server audits on every request
 (`AUDITED_USER`), so its requests are counted by verb from the audit log; RSS and CPU come from
 /proc. The cluster is sized for N: a /16 service range, and the controller-manager and the
-scheduler allowed N/4 requests a second (100 to 1000), so they, not their defaults, keep up.
+scheduler allowed N/10 requests a second (50 to 1000), so they, not their defaults, keep up.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -268,8 +269,9 @@ def idle_latency(
 def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
     settings = {"agents": n, "concurrency": concurrency, "rest_seconds": rest_seconds}
     result: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "settings": settings}
-    qps = min(1000, max(100, n // 4))
+    qps = min(1000, max(50, n // 10))
     with (
+        contextlib.ExitStack() as stack,
         tempfile.TemporaryDirectory() as tmp,
         LocalCluster(
             Path(tmp) / "cluster",
@@ -298,10 +300,16 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
             Path(tmp) / "operator.kubeconfig", cp.server, AUDITED_USER, "system:masters"
         )
 
+        started_operators: list[OperatorProcess] = []  # stopped whatever ends the run
+
         def start_operator() -> OperatorProcess:
-            return OperatorProcess(
+            process = OperatorProcess(
                 kubeconfig, Path(tmp) / "operator.log", standalone="true", watch_namespaces=ns
-            ).start()
+            )
+            started_operators.append(process)
+            return process.start()
+
+        stack.callback(lambda: [o.stop(signal.SIGKILL) for o in started_operators])
 
         operator = start_operator()
         assert operator.process is not None
@@ -390,9 +398,8 @@ def table(results: list[dict[str, Any]]) -> str:
         "| figure | " + " | ".join(f"N = {r['settings']['agents']}" for r in results) + " |",
         "|---|" + "---|" * len(results),
     ]
-    lines += [
-        f"| {name} | " + " | ".join(str(f(r)) for r in results) + " |" for name, f in rows[1:]
-    ]
+    for name, figure in rows:
+        lines.append(f"| {name} | " + " | ".join(str(figure(r)) for r in results) + " |")
     return "\n".join(lines)
 
 

@@ -107,6 +107,8 @@ class LocalControlPlane:
         """The write requests logged since byte `offset`, and the offset to read on from."""
         if not self.audit_log.exists():
             return [], offset
+        if self.audit_log.stat().st_size < offset:
+            raise ClusterError(f"{self.audit_log} was rotated or truncated: its counts are lost")
         with self.audit_log.open("rb") as log:
             log.seek(offset)
             data = log.read()
@@ -180,6 +182,9 @@ class LocalControlPlane:
             "--profiling=false",
             f"--audit-policy-file={self._audit_policy()}",
             f"--audit-log-path={self.audit_log}",
+            # 0 does not mean unlimited: the log rotates at 100 MB (lumberjack's default), and a
+            # reader at an offset of the old file would see nothing more. Never rotate.
+            "--audit-log-maxsize=1000000",
         ]
         if self.node_ip:
             api_args += [

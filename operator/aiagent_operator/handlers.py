@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -204,26 +205,29 @@ def report_soon(
     other, and one status write serves them all rather than one write and read each."""
     memo.deployments_to_report[key] = deployment  # the newest event wins
     if key not in memo.reports_due:
-        memo.reports_due[key] = asyncio.create_task(_report_later(memo, key, kwargs))
+        memo.reports_due[key] = asyncio.create_task(_report_while_news(memo, key, kwargs))
 
 
-async def _report_later(memo: kopf.Memo, key: tuple[str, str], kwargs: dict[str, Any]) -> None:
-    await asyncio.sleep(STATUS_COALESCE_SECONDS)
-    # Both at once (no await between): an event from here on schedules a report of its own.
-    deployment = memo.deployments_to_report.pop(key)
-    del memo.reports_due[key]
-    owner = next(iter(kwargs["aiagents_by_name"].get(key, [])), None)  # the index as it is now
-    if owner is None or not is_controlled_by(deployment, owner.uid):
-        return
+async def _report_while_news(memo: kopf.Memo, key: tuple[str, str], kwargs: dict[str, Any]) -> None:
+    """One task per agent at a time, so reports are written in the order of their events (two
+    in the pool at once could land newest first, and the older one stick)."""
     try:
-        await in_pool(
-            memo,
-            lambda: reconcile.report_deployment(
-                memo.kube, owner, deployment, memo.settings, observed(memo, kwargs)
-            ),
-        )
+        while key in memo.deployments_to_report:
+            await asyncio.sleep(STATUS_COALESCE_SECONDS)
+            deployment = memo.deployments_to_report.pop(key)
+            owner = next(iter(kwargs["aiagents_by_name"].get(key, [])), None)  # as it is now
+            if owner is None or not is_controlled_by(deployment, owner.uid):
+                continue
+            facts = observed(memo, kwargs)
+            report = functools.partial(
+                reconcile.report_deployment, memo.kube, owner, deployment, memo.settings, facts
+            )
+            await in_pool(memo, report)
     except Exception:  # no Kopf handler around this task to log it
         logger.exception("%s/%s: reporting the Deployment's status failed", *key)
+    finally:
+        # No await between the loop's last look and this: an event from here on starts a task.
+        del memo.reports_due[key]
 
 
 for _resource in CHILD_RESOURCES:

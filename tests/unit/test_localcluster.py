@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from localcluster import guard
-from localcluster.controlplane import SERVICE_CIDR
+from localcluster.controlplane import SERVICE_CIDR, LocalControlPlane
 from localcluster.hostnet import HostNetwork, split_rule
+from localcluster.procs import ClusterError
 
 
 def test_guard_rejects_untranslated_service_addresses_and_other_interfaces() -> None:
@@ -184,3 +185,17 @@ def test_hoststate_counts_our_descendants_and_orphans(tmp_path: Path) -> None:
                 if os.readlink(f"/proc/{pid}/exe") == str(fake):
                     os.kill(pid, signal.SIGKILL)
         child.wait(timeout=10)
+
+
+def test_audit_events_are_read_on_and_a_rotated_log_is_an_error(tmp_path: Path) -> None:
+    cp = LocalControlPlane(tmp_path / "bin", tmp_path)
+    line = {"verb": "patch", "user": {"username": "u"}}
+    cp.audit_log.write_text(json.dumps(line) + "\n" + json.dumps(line)[:10])  # one half-written
+    events, offset = cp.audit_events()
+    assert events == [line]
+    with cp.audit_log.open("a") as log:
+        log.write(json.dumps(line)[10:] + "\n")
+    assert cp.audit_events(offset)[0] == [line]  # the rest of that line, read next time
+    cp.audit_log.write_text("")  # what a rotation leaves
+    with pytest.raises(ClusterError, match="rotated or truncated"):
+        cp.audit_events(offset)
