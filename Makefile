@@ -113,7 +113,7 @@ PLOT_VENV := $(CACHE_ROOT)/venv/plot-matplotlib-3.11.2
 bench-plot:
 	test -x $(PLOT_VENV)/bin/python || { python3 -m venv $(PLOT_VENV) && \
 	  $(PLOT_VENV)/bin/pip install --quiet matplotlib==3.11.2; }
-	$(PLOT_VENV)/bin/python bench/plot_operator.py
+	$(PLOT_VENV)/bin/python -m bench.plot_operator  # -m: bench/operator.py must not shadow `operator`
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

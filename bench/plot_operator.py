@@ -1,6 +1,6 @@
 """The operator-at-scale plots for the README, from bench/results/operator-*-n<N>.json.
 
-    make bench-plot        (matplotlib in a venv of its own: it is no dependency of the product)
+    make bench-plot     (python -m bench.plot_operator; matplotlib in a venv of its own)
 
 The newest result of each N is plotted: the time until all children exist for the operator and
 for the raw client, and the operator's peak RSS, against N.
@@ -42,6 +42,7 @@ def main(out: Path = RESULTS / "operator-scale.png") -> None:
     times.set_title("until all 4 × N children exist")
     times.legend()
     rss = [max(r[k]["operator"]["rss_mib"] for k in ("create", "restart")) for r in runs]
+    rss = [max(m, r["operator_end"]["rss_mib"]) for m, r in zip(rss, runs, strict=True)]
     memory.plot(n, rss, "o-", color="tab:green", label="operator peak RSS")
     memory.axhline(150, color="grey", linestyle=":", label="target at 1000: 150 MiB")
     memory.set(xscale="log", xlabel="AIAgents", ylabel="MiB", ylim=(0, max(rss) * 1.2))
