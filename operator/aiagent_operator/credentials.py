@@ -71,14 +71,15 @@ class Credentials:
 
     def for_kopf(self) -> dict[str, Any]:
         """The fields of a `kopf.ConnectionInfo` (kept free of Kopf here, for the tools)."""
+        token = self.bearer_token()
         return {
             "server": self.server,
             "ca_data": self.ca_pem,
             "insecure": self.insecure or None,
             "certificate_data": self.cert_pem,
             "private_key_data": self.key_pem,
-            "scheme": "Bearer" if self.bearer_token() else None,
-            "token": self.bearer_token(),
+            "scheme": "Bearer" if token else None,
+            "token": token,
             "default_namespace": self.namespace,
         }
 

@@ -146,6 +146,13 @@ for _resource, _index in zip(CHILD_RESOURCES, APPLIED_INDICES, strict=True):
     kopf.index(*_resource, when=controlled_by_aiagent, id=_index)(applied_digest)
 
 
+def indexed_owner(indices: dict[str, Any], key: tuple[str, str]) -> api.AIAgent | None:
+    """The AIAgent (namespace, name) as the index has it now; Kopf passes indices by name as
+    keyword arguments, and they follow the watch stream."""
+    owners: Iterable[api.AIAgent] = indices["aiagents_by_name"].get(key, [])
+    return next(iter(owners), None)
+
+
 def observed(memo: kopf.Memo, indices: dict[str, Any]) -> IndexedObserved:
     return IndexedObserved(
         memo.kube,
@@ -177,13 +184,10 @@ def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
 async def _on_child_event(
     type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    # Kopf passes indices by name as keyword arguments.
-    aiagents_by_name: kopf.Index[tuple[str, str], api.AIAgent] = kwargs["aiagents_by_name"]
     owner_name = next(
         ref["name"] for ref in body.metadata["ownerReferences"] if ref.get("controller")
     )
-    owners: Iterable[api.AIAgent] = aiagents_by_name.get((namespace or "", owner_name), [])
-    owner = next(iter(owners), None)
+    owner = indexed_owner(kwargs, (namespace or "", owner_name))
     child = dict(body)
     work = reconcile.child_event_work(type, child, owner, memo.settings)
     if work == "restore":
@@ -215,7 +219,7 @@ async def _report_while_news(memo: kopf.Memo, key: tuple[str, str], kwargs: dict
         while key in memo.deployments_to_report:
             await asyncio.sleep(STATUS_COALESCE_SECONDS)
             deployment = memo.deployments_to_report.pop(key)
-            owner = next(iter(kwargs["aiagents_by_name"].get(key, [])), None)  # as it is now
+            owner = indexed_owner(kwargs, key)  # as it is now
             if owner is None or not is_controlled_by(deployment, owner.uid):
                 continue
             facts = observed(memo, kwargs)
@@ -242,9 +246,8 @@ async def agent_pod_event(
 ) -> None:
     """A crash-looping or unpullable agent container shows on its AIAgent without waiting for the
     Deployment's progress deadline."""
-    aiagents_by_name: kopf.Index[tuple[str, str], api.AIAgent] = kwargs["aiagents_by_name"]
     name = body.metadata.get("labels", {}).get(render.AGENT_LABEL, "")
-    owner = next(iter(aiagents_by_name.get((namespace or "", name), [])), None)
+    owner = indexed_owner(kwargs, (namespace or "", name))
     pod = dict(body)
     if owner is None or pod_problem([pod]) is None:
         return  # pods that are fine cost nothing: their Deployment's events carry recovery

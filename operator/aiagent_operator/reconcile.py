@@ -255,10 +255,10 @@ def on_pod_event(
     if owner is None or pod_problem([pod]) is None:
         return
     observed = observed or Observed(kube)
-    fresh = kube.get(api.API_VERSION, api.KIND, owner.namespace, owner.name)
-    if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+    fresh = Observed(kube).current_owner(owner)  # always asked: the index may lag
+    if fresh is None:
         return
-    owner = api.AIAgent.from_body(fresh)
+    owner = fresh
     deployment = kube.get("apps/v1", "Deployment", owner.namespace, owner.name)
     if deployment is None or not is_controlled_by(deployment, owner.uid):
         return
@@ -352,22 +352,18 @@ def on_child_event(
     a status from the Deployment is written only over the owner's current version (see
     `report_deployment`), so neither is a status written a moment ago overwritten.
     """
-    if owner is None or not is_controlled_by(child, owner.uid):
-        return  # the owner is gone (garbage collection under way) or was recreated
-    is_deployment = child["kind"] == "Deployment"
-    if _drift(event_type, child, owner, settings) is None:
-        # As the (maybe stale) owner wants it. A Deployment's status may have news; one its
-        # controller has not caught up with yet has none (the next event will).
-        if is_deployment and event_type != "DELETED" and _settled(child):
-            report_deployment(kube, owner, child, settings, observed or Observed(kube))
+    work = child_event_work(event_type, child, owner, settings)
+    if work is None or owner is None:
         return
-    fresh = kube.get(api.API_VERSION, api.KIND, owner.namespace, owner.name)
-    if fresh is None or fresh["metadata"]["uid"] != owner.uid:
-        return
-    if fresh["metadata"].get("deletionTimestamp"):
-        return
-    owner = api.AIAgent.from_body(fresh)
     observed = observed or Observed(kube)
+    if work == "report":
+        report_deployment(kube, owner, child, settings, observed)
+        return
+    fresh = Observed(kube).current_owner(owner)  # always asked: the index may lag
+    if fresh is None:
+        return
+    owner = fresh
+    is_deployment = child["kind"] == "Deployment"
     desired = _drift(event_type, child, owner, settings)
     if desired is not None:
         logger.info(
