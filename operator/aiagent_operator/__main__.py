@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 # Kopf adapts the `kubernetes` package's model objects when that package is importable, and
@@ -35,6 +36,18 @@ class SayOnce(logging.Filter):
         return True
 
 
+class QuietRoutine(logging.Filter):
+    """Kopf says "succeeded" at INFO for every index update and every event handler, i.e. for
+    each watch event of every child and pod: lines by the thousand while agents are created,
+    and the writing of them a share of the operator's CPU. Those go; reconciles, errors and
+    warnings stay (they say what the operator did or could not do)."""
+
+    ROUTINE = re.compile(r"(Indexer '[^']*'|Handler '(child-[^']*|agent_pod_event)') succeeded\.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not self.ROUTINE.fullmatch(record.getMessage())
+
+
 def main() -> None:
     settings = OperatorSettings()
     kopf.configure(
@@ -43,6 +56,7 @@ def main() -> None:
     )
     logging.getLogger().setLevel(settings.log_level)
     logging.getLogger("kopf._core.reactor.observation").addFilter(SayOnce())
+    logging.getLogger("kopf.objects").addFilter(QuietRoutine())
     from . import handlers  # noqa: F401  (registers the handlers with Kopf)
 
     kopf.run(

@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from . import api, components, credentials, reconcile, render
+from . import api, components, credentials, kopf_fixes, reconcile, render
 from .kube import Kube, is_controlled_by
 from .observed import ChildKey, IndexedObserved
 from .settings import OperatorSettings
@@ -28,6 +28,7 @@ from .status import Sidecar, pod_problem, sidecar_of
 # Kopf's default registry logs in through the `kubernetes` package when it is installed (importing
 # it: ~55 MB); this plain one leaves that to our own `login` below, and adds nothing else.
 kopf.set_default_registry(kopf.OperatorRegistry())
+kopf_fixes.install()  # startup linear in the number of objects, not quadratic
 
 logger = logging.getLogger(__name__)
 AIAGENTS = (api.GROUP, api.VERSION, api.PLURAL)
@@ -37,7 +38,7 @@ DAPR_COMPONENTS = ("dapr.io", "v1alpha1", components.PLURAL)
 # Children are watched so that drift is undone and the Deployment's state reaches status at once.
 # Where the cluster has no Dapr, Kopf logs once that it cannot serve Components and starts the
 # watch when their CRD appears; the indices below then stay empty, and nothing fails.
-CHILD_RESOURCES = [
+CHILD_RESOURCES: list[tuple[str, str] | tuple[str, str, str]] = [
     ("v1", "configmaps"),
     ("v1", "services"),
     ("apps", "v1", "deployments"),
@@ -48,6 +49,11 @@ AGENT_PODS: dict[str, Any] = {
     render.MANAGED_BY_LABEL: render.FIELD_MANAGER,
     render.AGENT_LABEL: kopf.PRESENT,
 }
+# Kopf filters `labels=` and `when=` on the client, after decoding every object of the kind; these
+# watches ask the API server for ours alone, so a cluster's other ConfigMaps, Deployments and pods
+# never reach the operator. (Not Components: an agent may name one it does not own.)
+OWN_LABEL_SELECTOR = f"{render.MANAGED_BY_LABEL}={render.FIELD_MANAGER}"
+LABELLED_RESOURCES = [r for r in CHILD_RESOURCES if r != DAPR_COMPONENTS] + [("v1", "pods")]
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
@@ -65,6 +71,8 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
     kopf_settings.peering.standalone = settings.standalone
     kopf_settings.peering.mandatory = not settings.standalone
     kopf_settings.execution.max_workers = settings.handler_workers
+    for resource in LABELLED_RESOURCES:
+        kopf_settings.watching.label_selectors[resource] = OWN_LABEL_SELECTOR
 
 
 @kopf.on.login()

@@ -21,6 +21,7 @@ SecretKey = tuple[str, str]  # namespace, name
 # naming one Secret cost one read per this many seconds, not one per event. Nothing watches
 # Secrets (the operator may not list them), so a deletion is noticed by the next pass anyway.
 SECRET_FRESH_SECONDS = 10.0
+STALE = ""  # `status_written` with this version: the index's owner was refused as out of date
 
 
 def secret_problem_of(
@@ -134,13 +135,18 @@ class IndexedObserved(Observed):
         self._written = status_versions if status_versions is not None else {}
 
     def current_owner(self, owner: api.AIAgent) -> api.AIAgent | None:
-        # The index's owner is as new as this process's last status write when it carries the
-        # resourceVersion that write made (or when there was none): no need to ask. A write
-        # from it is conditional (`if_unchanged`), so a change by anyone else still shows, as
-        # a 409 that makes the caller ask.
-        if self._written.get(owner.uid, owner.resource_version) == owner.resource_version:
+        # The index's owner is taken as current, unless a write from it was refused since: a
+        # write from it is conditional (`if_unchanged`), so an index behind the API server
+        # (this process's own last write not seen yet, or someone else's) costs one 409, after
+        # which the caller marks it (`status_written(agent, "")`) and the owner is asked for.
+        # Asking whenever the index's version is not the one our last write made costed a GET
+        # per agent: Kopf's own annotation patch follows each reconcile's status write.
+        if self._written.get(owner.uid) != STALE:
             return None if owner.deleting else owner
-        return super().current_owner(owner)
+        fresh = super().current_owner(owner)
+        if fresh is not None:
+            self._written[owner.uid] = fresh.resource_version  # current again, as read
+        return fresh
 
     def status_written(self, agent: api.AIAgent, resource_version: str) -> None:
         self._written[agent.uid] = resource_version

@@ -4,12 +4,13 @@ the pure parts (`render`, `status`) with API calls (`kube`); Kopf handlers call 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from collections import OrderedDict
+from typing import Any, Literal, NamedTuple
 
 from . import api, components, render
 from .components import ComponentFact, SeenComponent
 from .kube import Kube, KubeError, is_controlled_by
-from .observed import Observed
+from .observed import STALE, Observed
 from .settings import OperatorSettings
 from .status import Sidecar, compute_status, failed_status, pod_problem, sidecar_of, status_patch
 
@@ -29,6 +30,36 @@ class ComponentNotReady(Exception):
     in the cluster); rechecked until that changes."""
 
 
+class Desired(NamedTuple):
+    """What an AIAgent asks for: its children in apply order, and its inline Dapr Components."""
+
+    children: list[render.Manifest]
+    components: list[render.Manifest]
+
+
+# Every event of a child is checked against what its owner wants, which a burst of events (a
+# rollout, a thousand agents created at once) would otherwise render anew each time: most of
+# what the operator spent on child events. The rendering depends only on the owner's identity
+# and spec, and the settings; a few hundred agents' worth covers any burst's working set.
+_DESIRED: OrderedDict[tuple[str, str, str, str], tuple[OperatorSettings, Desired]] = OrderedDict()
+DESIRED_CACHE_SIZE = 512
+
+
+def desired(agent: api.AIAgent, settings: OperatorSettings) -> Desired:
+    """`render` of the agent's children and Components, remembered for the same agent and spec.
+    The manifests are shared: never modify them (`render.stamped` copies what it changes)."""
+    key = (agent.namespace, agent.name, agent.uid, agent.spec.model_dump_json())
+    cached = _DESIRED.get(key)
+    if cached is not None and cached[0] is settings:
+        _DESIRED.move_to_end(key)
+        return cached[1]
+    wanted = Desired(render.render_children(agent, settings), components.render_components(agent))
+    _DESIRED[key] = (settings, wanted)
+    if len(_DESIRED) > DESIRED_CACHE_SIZE:
+        _DESIRED.popitem(last=False)
+    return wanted
+
+
 def reconcile_agent(
     agent: api.AIAgent,
     kube: Kube,
@@ -42,8 +73,7 @@ def reconcile_agent(
     """
     observed = observed or Observed(kube)
     secret_problem = observed.secret_problem(agent)
-    children = render.render_children(agent, settings)
-    inline = components.render_components(agent)
+    children, inline = desired(agent, settings)
     deployment: dict[str, Any] | None = None
     claimed: dict[str, ComponentFact] = {}
     current: render.Manifest | None = None
@@ -313,7 +343,7 @@ def report_deployment(
         except KubeError as exc:
             if exc.status != 409:
                 raise
-            observed.status_written(current, "")  # not current after all: ask next time
+            observed.status_written(current, STALE)  # not current after all: ask next time
     logger.info("%s/%s: status changed under each of 3 writes", owner.namespace, owner.name)
 
 
@@ -364,8 +394,8 @@ def on_child_event(
         return
     owner = fresh
     is_deployment = child["kind"] == "Deployment"
-    desired = _drift(event_type, child, owner, settings)
-    if desired is not None:
+    wanted = _drift(event_type, child, owner, settings)
+    if wanted is not None:
         logger.info(
             "restoring %s %s/%s (%s)",
             child["kind"],
@@ -374,16 +404,16 @@ def on_child_event(
             "deleted" if event_type == "DELETED" else "changed outside the operator",
         )
         try:
-            if desired["kind"] == components.KIND:
+            if wanted["kind"] == components.KIND:
                 # Deleted: whoever creates a Component of that name first has it, so the
                 # restore goes through the same ownership check as the reconcile.
-                claimed = claim_component(kube, owner, desired, observed, drifted=True)
+                claimed = claim_component(kube, owner, wanted, observed, drifted=True)
                 if claimed.verdict != "Ok":
                     deployment = _deployment_of(kube, owner)
                     secret_problem = observed.secret_problem(owner)
                     refresh_status(kube, owner, deployment, secret_problem, settings, observed)
                 return
-            child = apply_child(kube, desired, observed, drifted=True) or child
+            child = apply_child(kube, wanted, observed, drifted=True) or child
         except KubeError as exc:
             if exc.namespace_terminating:
                 return  # the whole namespace is going away, owner included
@@ -402,11 +432,12 @@ def _drift(
 ) -> dict[str, Any] | None:
     """The child as the owner wants it, if the actual one was deleted or differs; else None
     (also when the owner no longer wants the child: pruning handles that)."""
-    for desired in render.render_children(owner, settings) + components.render_components(owner):
-        same = (desired["kind"], desired["metadata"]["name"])
+    children, inline = desired(owner, settings)
+    for wanted in children + inline:
+        same = (wanted["kind"], wanted["metadata"]["name"])
         if same == (child["kind"], child["metadata"]["name"]):
-            if event_type == "DELETED" or not is_subset(desired, child):
-                return desired
+            if event_type == "DELETED" or not is_subset(wanted, child):
+                return wanted
             return None
     return None
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from aiagent_operator.render import FIELD_MANAGER, MANAGED_BY_LABEL
 from localcluster.kubectl import Kubectl, condition, load_example, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator", "api_key_secrets")
@@ -166,6 +167,19 @@ def test_drift_is_restored(kubectl: Kubectl, namespace: str) -> None:
     wait_for(
         "the ConfigMap to be recreated",
         lambda: kubectl.get("configmap", "local-model-agent-agent", namespace),
+    )
+
+    # The label the operator's watches select on (server-side): without it the Service leaves
+    # the watch, which reads as deleted, and the operator puts it back.
+    kubectl.run(
+        "label", "service", "local-model-agent", f"{MANAGED_BY_LABEL}-", namespace=namespace
+    )
+    wait_for(
+        "the Service's managed-by label to be restored",
+        lambda: (
+            (s := kubectl.get("service", "local-model-agent", namespace))
+            and s["metadata"]["labels"].get(MANAGED_BY_LABEL) == FIELD_MANAGER
+        ),
     )
 
 
