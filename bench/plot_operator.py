@@ -25,7 +25,7 @@ def newest_per_n(results: Path) -> list[dict[str, Any]]:
     by_n: dict[int, dict[str, Any]] = {}
     for path in sorted(results.glob("operator-*-n*.json")):  # dated names: newest last
         result = json.loads(path.read_text())
-        if "create_to_deployment_idle" in result:  # the full run (earlier runs lacked parts)
+        if "operator_before_restart" in result:  # runs of the current bench (peak RSS, both CPUs)
             by_n[result["settings"]["agents"]] = result
     return [by_n[n] for n in sorted(by_n)]
 
@@ -41,8 +41,9 @@ def main(out: Path = RESULTS / "operator-scale.png") -> None:
     times.set(xscale="log", yscale="log", xlabel="AIAgents", ylabel="seconds")
     times.set_title("until all 4 × N children exist")
     times.legend()
-    rss = [max(r[k]["operator"]["rss_mib"] for k in ("create", "restart")) for r in runs]
-    rss = [max(m, r["operator_end"]["rss_mib"]) for m, r in zip(rss, runs, strict=True)]
+    rss = [
+        max(r[k]["peak_rss_mib"] for k in ("operator_before_restart", "operator_end")) for r in runs
+    ]
     memory.plot(n, rss, "o-", color="tab:green", label="operator peak RSS")
     memory.axhline(150, color="grey", linestyle=":", label="target at 1000: 150 MiB")
     memory.set(xscale="log", xlabel="AIAgents", ylabel="MiB", ylim=(0, max(rss) * 1.2))
