@@ -32,6 +32,8 @@ kopf_fixes.install()  # startup linear in the number of objects, not quadratic
 
 logger = logging.getLogger(__name__)
 AIAGENTS = (api.GROUP, api.VERSION, api.PLURAL)
+# The kinds with create/update/resume handlers: the only ones whose changes Kopf must compare.
+COMPARED_KINDS = {api.KIND}
 # How long a Deployment's status events are gathered before one status write reports them.
 STATUS_COALESCE_SECONDS = 1.0
 DAPR_COMPONENTS = ("dapr.io", "v1alpha1", components.PLURAL)
@@ -59,8 +61,8 @@ LABELLED_RESOURCES = [r for r in CHILD_RESOURCES if r != DAPR_COMPONENTS] + [("v
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
     # Kopf's bookkeeping goes to annotations under our group; status stays ours alone.
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration"
+    kopf_settings.persistence.diffbase_storage = kopf_fixes.LeanDiffBaseStorage(
+        compared_kinds=COMPARED_KINDS, prefix=api.GROUP, key="last-handled-configuration"
     )
     kopf_settings.persistence.finalizer = f"{api.GROUP}/finalizer"
     # Events on the AIAgent only for what a person must act on, not every successful pass.

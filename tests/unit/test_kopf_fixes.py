@@ -9,7 +9,9 @@ import pytest
 
 sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]  # as the operator does
 
+import kopf  # noqa: E402
 from kopf._cogs.aiokits import aiotoggles  # noqa: E402
+from kopf._cogs.structs import bodies  # noqa: E402
 
 from aiagent_operator import kopf_fixes  # noqa: E402
 
@@ -95,3 +97,99 @@ def test_a_cancelled_waiter_leaves_the_others_waiting() -> None:
         await asyncio.wait_for(second, timeout=5)
 
     asyncio.run(scenario())
+
+
+AIAGENT = {
+    "apiVersion": "aiagents.dev/v1alpha1",
+    "kind": "AIAgent",
+    "metadata": {
+        "name": "support-bot",
+        "namespace": "team-a",
+        "uid": "u-1",
+        "resourceVersion": "7",
+        "generation": 2,
+        "labels": {"team": "a"},
+        "annotations": {
+            "aiagents.dev/last-handled-configuration": '{"spec": {"replicas": 1}}',
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            "note": "kept",
+        },
+        "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+    },
+    "spec": {"framework": "langchain", "replicas": 2, "model": {"name": "m"}},
+    "status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]},
+}
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {
+        "name": "support-bot",
+        "namespace": "team-a",
+        "ownerReferences": [{"kind": "AIAgent", "uid": "u-1", "controller": True}],
+        "labels": {"aiagents.dev/agent": "support-bot"},
+        "managedFields": [{"manager": "aiagent-operator"}],
+    },
+    "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "agent"}]}}},
+    "status": {"readyReplicas": 2},
+}
+REPLICASET = {  # Kopf names its keys differently for a Deployment's ReplicaSets
+    "apiVersion": "apps/v1",
+    "kind": "ReplicaSet",
+    "metadata": {
+        "name": "support-bot-abc",
+        "ownerReferences": [{"kind": "Deployment", "name": "support-bot"}],
+        "annotations": {"aiagents.dev/last-handled-configuration-ofDRS": "{}"},
+    },
+    "spec": {"replicas": 1},
+}
+
+
+def storage(cls: type[kopf.AnnotationsDiffBaseStorage]) -> kopf.AnnotationsDiffBaseStorage:
+    if cls is kopf_fixes.LeanDiffBaseStorage:
+        return kopf_fixes.LeanDiffBaseStorage(
+            compared_kinds={"AIAgent", "Deployment", "ReplicaSet", "Empty"},
+            prefix="aiagents.dev",
+            key="last-handled-configuration",
+        )
+    return cls(prefix="aiagents.dev", key="last-handled-configuration")
+
+
+@pytest.mark.parametrize("raw", [AIAGENT, DEPLOYMENT, REPLICASET, {"kind": "Empty"}])
+def test_the_lean_essence_is_kopfs_essence(raw: dict[str, object]) -> None:
+    """Kopf compares the essence with the one stored on the object: any difference would read
+    as a change of spec and rerun the handlers on every restart."""
+    body = bodies.Body(raw)  # type: ignore[arg-type]
+    lean = storage(kopf_fixes.LeanDiffBaseStorage).build(body=body, extra_fields=set())
+    assert lean == storage(kopf.AnnotationsDiffBaseStorage).build(body=body, extra_fields=set())
+    assert "status" not in lean and "managedFields" not in str(lean)
+
+
+def test_kinds_whose_changes_nobody_compares_get_an_empty_essence() -> None:
+    lean = kopf_fixes.LeanDiffBaseStorage(compared_kinds={"AIAgent"}, prefix="p", key="k")
+    assert lean.build(body=bodies.Body(DEPLOYMENT), extra_fields=set()) == {}  # type: ignore[arg-type]
+    assert lean.build(body=bodies.Body(AIAGENT), extra_fields=set())  # type: ignore[arg-type]
+
+
+def test_every_kind_with_change_handlers_is_compared() -> None:
+    """A create/update/resume handler or a daemon on another kind needs its kind in
+    `handlers.COMPARED_KINDS`, or Kopf would see no change there."""
+    from aiagent_operator import api, handlers
+
+    registry = kopf.get_default_registry()
+    selectors = registry._changing.get_all_selectors() | registry._spawning.get_all_selectors()
+    plural_to_kind = {api.PLURAL: api.KIND}
+    assert {plural_to_kind.get(s.any_name or "", s.any_name) for s in selectors} == (
+        handlers.COMPARED_KINDS
+    )
+
+
+def test_kopfs_watch_stream_decodes_with_orjson_to_the_same_objects() -> None:
+    import json
+
+    import orjson
+    from kopf._cogs.clients import api as kopf_api
+
+    line = json.dumps({"type": "MODIFIED", "object": DEPLOYMENT}).encode()
+    assert kopf_api.json.loads is orjson.loads
+    assert kopf_api.json.loads(line.decode("utf-8")) == json.loads(line)
+    assert kopf_api.json.dumps({"a": 1}) == json.dumps({"a": 1})  # the rest: the standard module
