@@ -28,7 +28,7 @@ from .status import Sidecar, pod_problem, sidecar_of
 # Kopf's default registry logs in through the `kubernetes` package when it is installed (importing
 # it: ~55 MB); this plain one leaves that to our own `login` below, and adds nothing else.
 kopf.set_default_registry(kopf.OperatorRegistry())
-kopf_fixes.install()  # startup linear in the number of objects, not quadratic
+kopf_fixes.install()  # Kopf's startup gate linear, its watch events decoded by orjson
 
 logger = logging.getLogger(__name__)
 AIAGENTS = (api.GROUP, api.VERSION, api.PLURAL)

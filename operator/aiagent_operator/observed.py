@@ -138,8 +138,8 @@ class IndexedObserved(Observed):
         # The index's owner is taken as current, unless a write from it was refused since: a
         # write from it is conditional (`if_unchanged`), so an index behind the API server
         # (this process's own last write not seen yet, or someone else's) costs one 409, after
-        # which the caller marks it (`status_written(agent, "")`) and the owner is asked for.
-        # Asking whenever the index's version is not the one our last write made costed a GET
+        # which the caller marks it (`status_written(agent, STALE)`) and the owner is asked for.
+        # Asking whenever the index's version is not the one our last write made cost a GET
         # per agent: Kopf's own annotation patch follows each reconcile's status write.
         if self._written.get(owner.uid) != STALE:
             return None if owner.deleting else owner
