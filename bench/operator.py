@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from aiagent_operator import api, render
-from aiagent_operator.kube import Kube, KubeError
+from aiagent_operator.kube import Kube, KubeError, object_path
 from aiagent_operator.settings import OperatorSettings
 from localcluster import LocalCluster
 from localcluster.controlplane import (
@@ -84,19 +84,6 @@ def namespace(client: Kube, name: str) -> None:
     )
 
 
-def count_children(client: Kube, ns: str) -> dict[str, int]:
-    counts = {}
-    for api_version, kind in CHILD_KINDS:
-        items = client.list(api_version, kind, ns, {render.MANAGED_BY_LABEL: render.FIELD_MANAGER})
-        counts[kind] = len(items)
-    return counts
-
-
-def ready_agents(client: Kube, ns: str) -> int:
-    items = client.request("GET", f"/apis/{api.API_VERSION}/namespaces/{ns}/{api.PLURAL}")["items"]
-    return sum(1 for a in items if (a.get("status") or {}).get("phase") == "Ready")
-
-
 def wait(what: str, done: Callable[[], bool], timeout: float, interval: float = 0.25) -> float:
     started = time.monotonic()
     while not done():
@@ -120,6 +107,16 @@ def proc_usage(pid: int) -> dict[str, float]:
         "peak_rss_mib": round(memory["VmHWM"], 1),
         "cpu_s": round(cpu, 2),
     }
+
+
+def cluster_cpu(cp: LocalControlPlane) -> dict[str, float]:
+    """CPU seconds so far of each control-plane process (etcd, kube-apiserver, ...)."""
+    running = {name: p for name, p in cp.procs.procs.items() if p.poll() is None}
+    return {name: proc_usage(p.pid)["cpu_s"] for name, p in running.items()}
+
+
+def cpu_since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
 
 
 class OperatorRequests:
@@ -158,7 +155,9 @@ def writes(verbs: dict[str, int]) -> int:
 
 
 def raw_client(client: Kube, n: int, concurrency: int) -> float:
-    """The AIAgents and their rendered children, created by a plain client: the limit."""
+    """The AIAgents and their rendered children, created by a plain client: the limit. (Not
+    watched: its own calls say when the children exist, and watches decoded in this process
+    would slow it down.)"""
     ns = "bench-raw"
     namespace(client, ns)
     settings = OperatorSettings()
@@ -173,9 +172,7 @@ def raw_client(client: Kube, n: int, concurrency: int) -> float:
     started = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(create, range(n)))
-    seconds = round(time.monotonic() - started, 2)
-    delete_namespace(client, ns)
-    return seconds
+    return round(time.monotonic() - started, 2)
 
 
 def delete_namespace(client: Kube, ns: str) -> float:
@@ -210,36 +207,65 @@ def quiet(
 
 
 def resumed(operator: OperatorProcess, offset: int) -> int:
-    """How many AIAgents the operator has resumed since `offset` of its log (Kopf logs one line
-    for each object whose resume handlers are done)."""
+    """How many AIAgents the operator has handled since `offset` of its log (Kopf logs one line
+    for each object whose handlers are done: after a restart, "Creation is processed", as this
+    process has not handled the object before)."""
     with operator.log_path.open("rb") as log:
         log.seek(offset)
-        return log.read().count(b"Resuming is processed")
+        text = log.read()
+    return text.count(b"Creation is processed") + text.count(b"Resuming is processed")
 
 
-class DeploymentsSeen:
-    """When each Deployment of a namespace first appeared, by name (a watch in a thread; the
-    clock of this process, so it compares with the moment the create of its AIAgent returned)."""
+# The children are watched as metadata alone (their labels name their agent): a fraction of the
+# bytes to encode and decode.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+
+class Watched:
+    """A namespace's AIAgents and children, from watches in threads (one per kind): when each
+    child first appeared, by kind and its agent's name, and when each AIAgent was first Ready,
+    on the clock of this process (so it compares with when the create of an AIAgent returned).
+    Watching costs the API server little; listing every child every quarter second, as this
+    bench first counted them, made the API server work for the bench while the operator ran.
+    """
 
     def __init__(self, cp: LocalControlPlane, ns: str) -> None:
-        self.first: dict[str, float] = {}
-        self._path = f"/apis/apps/v1/namespaces/{ns}/deployments?watch=1&timeoutSeconds=3600"
+        self.first: dict[str, dict[str, float]] = {kind: {} for _, kind in CHILD_KINDS}
+        self.ready: dict[str, float] = {}
         self._cp = cp
-        threading.Thread(target=self._watch, daemon=True).start()
+        kinds = [*CHILD_KINDS, (api.API_VERSION, api.KIND)]
+        for api_version, kind in kinds:
+            path = object_path(api_version, kind, ns) + "?watch=1&timeoutSeconds=3600"
+            threading.Thread(target=self._watch, args=(kind, path), daemon=True).start()
 
-    def _watch(self) -> None:
+    def _watch(self, kind: str, path: str) -> None:
         while True:  # a watch the server ends, or a quiet minute's read timeout: watch again
             try:
-                for event in self._cp.stream(self._path):
-                    name = event["object"]["metadata"]["name"]
-                    self.first.setdefault(name, time.monotonic())
+                accept = "application/json" if kind == api.KIND else METADATA_ONLY
+                for event in self._cp.stream(path, accept):
+                    obj, now = event["object"], time.monotonic()
+                    if kind == api.KIND:
+                        if (obj.get("status") or {}).get("phase") == "Ready":
+                            self.ready.setdefault(obj["metadata"]["name"], now)
+                        continue
+                    agent = (obj["metadata"].get("labels") or {}).get(render.AGENT_LABEL)
+                    if agent and event["type"] != "DELETED":  # a child: by its agent's name
+                        self.first[kind].setdefault(agent, now)
             except (OSError, ValueError, KeyError):
                 time.sleep(0.2)
 
+    def every_child(self, names: set[str]) -> bool:
+        return all(names <= seen.keys() for seen in self.first.values())
 
-def latency(created: dict[str, float], seen: DeploymentsSeen) -> dict[str, float]:
+    def last(self, seen: dict[str, float], names: set[str]) -> float:
+        """When the last of `names` was seen."""
+        return max(seen[name] for name in names)
+
+
+def latency(created: dict[str, float], seen: Watched) -> dict[str, float]:
     """create returned → Deployment seen, p50 and p99 (seconds)."""
-    waits = sorted(max(0.0, seen.first[name] - t) for name, t in created.items())
+    deployments = seen.first["Deployment"]
+    waits = sorted(max(0.0, deployments[name] - t) for name, t in created.items())
     cuts = statistics.quantiles(waits, n=100, method="inclusive")
     return {"p50_s": round(cuts[49], 3), "p99_s": round(cuts[98], 3), "count": len(waits)}
 
@@ -258,14 +284,15 @@ def create_agents(client: Kube, ns: str, indices: range, concurrency: int) -> di
 
 
 def idle_latency(
-    client: Kube, ns: str, first: int, seen: DeploymentsSeen, probes: int = 20
+    client: Kube, ns: str, first: int, seen: Watched, probes: int = 20
 ) -> dict[str, float]:
     """Agents created one at a time into a settled operator; then deleted again, so the restart
     that follows finds exactly the N agents it had."""
     created: dict[str, float] = {}
     for i in range(first, first + probes):
         created.update(create_agents(client, ns, range(i, i + 1), 1))
-        wait("the probe's Deployment", lambda i=i: f"agent-{i:05d}" in seen.first, 60, 0.02)
+        probe = f"agent-{i:05d}"
+        wait("the probe's Deployment", lambda p=probe: p in seen.first["Deployment"], 60, 0.02)
         time.sleep(0.3)
     result = latency(created, seen)
     for name in created:
@@ -304,11 +331,14 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
                         "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", document
                     )
         time.sleep(2)  # the CRD established
+        cpu_before = cluster_cpu(cp)
         result["raw_client_s"] = raw_client(admin, n, concurrency)
+        result["raw_client_cluster_cpu_s"] = cpu_since(cpu_before, cluster_cpu(cp))
+        delete_namespace(admin, "bench-raw")
 
         ns = "bench"
         namespace(admin, ns)
-        seen = DeploymentsSeen(cp, ns)
+        seen = Watched(cp, ns)
         kubeconfig = cp.pki.kubeconfig(
             Path(tmp) / "operator.kubeconfig", cp.server, AUDITED_USER, "system:masters"
         )
@@ -330,21 +360,24 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
         requests = OperatorRequests(cp)
         requests.since_last_read()
 
+        cpu_before = cluster_cpu(cp)
         started = time.monotonic()
         created = create_agents(admin, ns, range(n), concurrency)
         agents_created = time.monotonic() - started
-        wait("every Deployment", lambda: count_children(admin, ns)["Deployment"] >= n, 1800)
-        deployments = time.monotonic() - started
-        wait("every child", lambda: min(count_children(admin, ns).values()) >= n, 1800)
-        children = time.monotonic() - started
-        wait("every AIAgent Ready", lambda: ready_agents(admin, ns) >= n, 3600, 1)
-        ready = time.monotonic() - started
+        names = set(created)
+        wait("every child", lambda: seen.every_child(names), 1800)
+        cluster_cpu_to_children = cpu_since(cpu_before, cluster_cpu(cp))
+        deployments = seen.last(seen.first["Deployment"], names) - started
+        children = max(seen.last(by_name, names) for by_name in seen.first.values()) - started
+        wait("every AIAgent Ready", lambda: names <= seen.ready.keys(), 3600, 1)
+        ready = seen.last(seen.ready, names) - started
         result["create"] = {  # seconds from the first create
             "agents_created_s": round(agents_created, 2),
             "all_deployments_s": round(deployments, 2),
             "all_children_s": round(children, 2),
             "all_ready_s": round(ready, 2),
             "create_to_deployment_busy": latency(created, seen),
+            "cluster_cpu_s_to_children": cluster_cpu_to_children,
             **requests.since_last_read(),  # until all are Ready
             "operator": proc_usage(operator.process.pid),
         }

@@ -353,9 +353,9 @@ class LocalControlPlane:
             answer: dict[str, Any] = json.loads(resp.read() or b"{}")
             return answer
 
-    def stream(self, path: str) -> Iterator[dict[str, Any]]:
+    def stream(self, path: str, accept: str = "application/json") -> Iterator[dict[str, Any]]:
         """A watch: one decoded event per line, until the server ends it."""
-        req = urllib.request.Request(f"{self.server}{path}", headers={"Accept": "application/json"})
+        req = urllib.request.Request(f"{self.server}{path}", headers={"Accept": accept})
         with urllib.request.urlopen(req, context=self._ssl, timeout=60) as resp:
             for line in resp:
                 if line.strip():

@@ -23,7 +23,7 @@ from . import api, components, credentials, kopf_fixes, reconcile, render
 from .kube import Kube, is_controlled_by
 from .observed import ChildKey, IndexedObserved
 from .settings import OperatorSettings
-from .status import Sidecar, pod_problem, sidecar_of
+from .status import Sidecar, deployment_facts, pod_problem, sidecar_of
 
 # Kopf's default registry logs in through the `kubernetes` package when it is installed (importing
 # it: ~55 MB); this plain one leaves that to our own `login` below, and adds nothing else.
@@ -37,13 +37,14 @@ COMPARED_KINDS = {api.KIND}
 # How long a Deployment's status events are gathered before one status write reports them.
 STATUS_COALESCE_SECONDS = 1.0
 DAPR_COMPONENTS = ("dapr.io", "v1alpha1", components.PLURAL)
+DEPLOYMENTS = ("apps", "v1", "deployments")
 # Children are watched so that drift is undone and the Deployment's state reaches status at once.
 # Where the cluster has no Dapr, Kopf logs once that it cannot serve Components and starts the
 # watch when their CRD appears; the indices below then stay empty, and nothing fails.
 CHILD_RESOURCES: list[tuple[str, str] | tuple[str, str, str]] = [
     ("v1", "configmaps"),
     ("v1", "services"),
-    ("apps", "v1", "deployments"),
+    DEPLOYMENTS,
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     DAPR_COMPONENTS,
 ]
@@ -58,12 +59,17 @@ OWN_LABEL_SELECTOR = f"{render.MANAGED_BY_LABEL}={render.FIELD_MANAGER}"
 LABELLED_RESOURCES = [r for r in CHILD_RESOURCES if r != DAPR_COMPONENTS] + [("v1", "pods")]
 
 
-def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
-    # Kopf's bookkeeping goes to annotations under our group; status stays ours alone.
-    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    kopf_settings.persistence.diffbase_storage = kopf_fixes.LeanDiffBaseStorage(
+def configure_kopf(
+    kopf_settings: kopf.OperatorSettings, settings: OperatorSettings
+) -> kopf_fixes.RememberedDiffBaseStorage:
+    """Set Kopf up; returns where it keeps what it last handled of each AIAgent."""
+    # Kopf's retry bookkeeping goes to annotations under our group; status stays ours alone. What
+    # it last handled stays in memory: an annotation for it was one more write per change.
+    kopf_settings.persistence.progress_storage = kopf_fixes.ProgressStorage(prefix=api.GROUP)
+    diffbase = kopf_fixes.RememberedDiffBaseStorage(
         compared_kinds=COMPARED_KINDS, prefix=api.GROUP, key="last-handled-configuration"
     )
+    kopf_settings.persistence.diffbase_storage = diffbase
     kopf_settings.persistence.finalizer = f"{api.GROUP}/finalizer"
     # Events on the AIAgent only for what a person must act on, not every successful pass.
     kopf_settings.posting.level = logging.WARNING
@@ -75,6 +81,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
     kopf_settings.execution.max_workers = settings.handler_workers
     for resource in LABELLED_RESOURCES:
         kopf_settings.watching.label_selectors[resource] = OWN_LABEL_SELECTOR
+    return diffbase
 
 
 @kopf.on.login()
@@ -91,7 +98,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.applied_here = {}
     memo.secrets_seen = {}  # Secrets found usable a moment ago (their keys, never values)
     memo.status_versions = {}  # per AIAgent uid: the resourceVersion our last status write made
-    configure_kopf(settings, memo.settings)
+    memo.diffbase = configure_kopf(settings, memo.settings)
     memo.executor = settings.execution.executor  # the pool of the sync handlers, for `in_pool`
     memo.deployments_to_report = {}  # (namespace, agent): its newest Deployment, to report soon
     memo.reports_due = {}  # (namespace, agent): the task that will (referenced until it runs)
@@ -150,9 +157,20 @@ async def applied_digest(
 
 
 # Kopf fills every index from a full listing before any other handler runs, so after a restart
-# the resume handlers find each child's digest and re-apply only what changed meanwhile.
-APPLIED_INDICES = [f"applied_{resource[-1]}" for resource in CHILD_RESOURCES]
-for _resource, _index in zip(CHILD_RESOURCES, APPLIED_INDICES, strict=True):
+# the resume handlers find each child's digest and re-apply only what changed meanwhile, and
+# report each agent's Deployment from the index rather than reading it.
+@kopf.index(*DEPLOYMENTS, when=controlled_by_aiagent)
+async def agent_deployments(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace or "", name): deployment_facts(dict(body))}
+
+
+# Every other child: only its digest.
+APPLIED_INDICES = [f"applied_{r[-1]}" for r in CHILD_RESOURCES if r != DEPLOYMENTS]
+for _resource, _index in zip(
+    [r for r in CHILD_RESOURCES if r != DEPLOYMENTS], APPLIED_INDICES, strict=True
+):
     kopf.index(*_resource, when=controlled_by_aiagent, id=_index)(applied_digest)
 
 
@@ -170,6 +188,7 @@ def observed(memo: kopf.Memo, indices: dict[str, Any]) -> IndexedObserved:
         components_by_name=indices["dapr_components"],
         components_by_owner=indices["dapr_components_by_owner"],
         applied_digests=[indices[name] for name in APPLIED_INDICES],
+        deployments=indices["agent_deployments"],
         applied_here=memo.applied_here,
         secrets_seen=memo.secrets_seen,
         status_versions=memo.status_versions,
@@ -191,6 +210,18 @@ def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         raise kopf.PermanentError(str(exc)) from None
 
 
+def deleted(type: str, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+@kopf.on.event(*AIAGENTS, when=deleted)
+async def forget_aiagent(uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """What this process keeps per agent goes with it: the essence Kopf compares and the version
+    of our last status write (a child's applied digest goes with the child)."""
+    memo.diffbase.forget(uid)
+    memo.status_versions.pop(uid, None)
+
+
 async def _on_child_event(
     type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
@@ -198,6 +229,8 @@ async def _on_child_event(
         ref["name"] for ref in body.metadata["ownerReferences"] if ref.get("controller")
     )
     owner = indexed_owner(kwargs, (namespace or "", owner_name))
+    if type == "DELETED":
+        memo.applied_here.pop((str(body.get("kind")), namespace or "", body.metadata.name), None)
     child = dict(body)
     work = reconcile.child_event_work(type, child, owner, memo.settings)
     if work == "restore":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from typing import Any
 
 from . import api, components, render
 from .components import SeenComponent, seen_component
@@ -73,6 +74,11 @@ class Observed:
         body = self.kube.get(components.API_VERSION, components.KIND, namespace, name)
         return seen_component(body) if body is not None else None
 
+    def deployment(self, agent: api.AIAgent) -> dict[str, Any] | None:
+        """The agent's Deployment (at least its `status.deployment_facts`), or None."""
+        deployment = self.kube.get("apps/v1", "Deployment", agent.namespace, agent.name)
+        return deployment if deployment and is_controlled_by(deployment, agent.uid) else None
+
     def current_owner(self, owner: api.AIAgent) -> api.AIAgent | None:
         """The owner as it is now, or None when it is gone, replaced (another uid) or being
         deleted. Asked of the API."""
@@ -111,8 +117,9 @@ class Observed:
 
 class IndexedObserved(Observed):
     """The facts from Kopf's indices: pods by (namespace, agent name), Components by
-    (namespace, name), the names of Components by their controller's uid, and the applied
-    digest of each child by (kind, namespace, name); and Secrets found usable a moment ago."""
+    (namespace, name), the names of Components by their controller's uid, the agents'
+    Deployments (`deployment_facts`) by (namespace, name), and the applied digest of every other
+    child by (kind, namespace, name); and Secrets found usable a moment ago."""
 
     def __init__(
         self,
@@ -121,6 +128,7 @@ class IndexedObserved(Observed):
         components_by_name: Mapping[tuple[str, str], Iterable[SeenComponent]],
         components_by_owner: Mapping[str, Iterable[str]],
         applied_digests: Sequence[Mapping[ChildKey, Iterable[str]]] = (),
+        deployments: Mapping[tuple[str, str], Iterable[dict[str, Any]]] | None = None,
         applied_here: MutableMapping[ChildKey, str] | None = None,
         secrets_seen: MutableMapping[SecretKey, tuple[float, frozenset[str]]] | None = None,
         status_versions: MutableMapping[str, str] | None = None,
@@ -130,6 +138,7 @@ class IndexedObserved(Observed):
         self._components = components_by_name
         self._owned = components_by_owner
         self._digests = applied_digests
+        self._deployments = deployments if deployments is not None else {}
         self._mine = applied_here if applied_here is not None else {}
         self._secrets = secrets_seen if secrets_seen is not None else {}
         self._written = status_versions if status_versions is not None else {}
@@ -169,7 +178,20 @@ class IndexedObserved(Observed):
         key = child_key(manifest)
         if self._mine.get(key, digest) != digest:
             return False
-        return any(d == digest for index in self._digests for d in index.get(key, ()))
+        return digest in self._digests_of(key)
+
+    def _digests_of(self, key: ChildKey) -> list[str]:
+        kind, namespace, name = key
+        if kind == "Deployment":
+            facts = self._deployments.get((namespace, name), ())
+            return [f["metadata"]["annotations"].get(render.APPLIED_HASH_ANNOTATION) for f in facts]
+        return [d for index in self._digests for d in index.get(key, ())]
+
+    def deployment(self, agent: api.AIAgent) -> dict[str, Any] | None:
+        # As the Deployment's watch stream has it; not seen yet (applied a moment ago): asked.
+        for facts in self._deployments.get((agent.namespace, agent.name), ()):
+            return facts if is_controlled_by(facts, agent.uid) else super().deployment(agent)
+        return super().deployment(agent)
 
     def applied(self, manifest: Mapping[str, object], digest: str) -> None:
         self._mine[child_key(manifest)] = digest

@@ -87,7 +87,7 @@ def reconcile_agent(
             if current["kind"] == "Deployment":
                 # Unchanged, so not applied: status may still have news (a Component or Secret
                 # fixed meanwhile), and it is computed from the live Deployment.
-                deployment = applied or _deployment_of(kube, agent)
+                deployment = applied or observed.deployment(agent)
     except KubeError as exc:
         if exc.namespace_terminating:
             # Our view of the agent predates its namespace's deletion: the namespace controller
@@ -409,7 +409,7 @@ def on_child_event(
                 # restore goes through the same ownership check as the reconcile.
                 claimed = claim_component(kube, owner, wanted, observed, drifted=True)
                 if claimed.verdict != "Ok":
-                    deployment = _deployment_of(kube, owner)
+                    deployment = observed.deployment(owner)
                     secret_problem = observed.secret_problem(owner)
                     refresh_status(kube, owner, deployment, secret_problem, settings, observed)
                 return
@@ -420,11 +420,6 @@ def on_child_event(
             raise
     if is_deployment and event_type != "DELETED":
         refresh_status(kube, owner, child, observed.secret_problem(owner), settings, observed)
-
-
-def _deployment_of(kube: Kube, agent: api.AIAgent) -> dict[str, Any] | None:
-    deployment = kube.get("apps/v1", "Deployment", agent.namespace, agent.name)
-    return deployment if deployment and is_controlled_by(deployment, agent.uid) else None
 
 
 def _drift(

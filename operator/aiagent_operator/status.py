@@ -8,7 +8,12 @@ from typing import Any
 
 from . import api
 from .components import ComponentFact
-from .render import GENERATION_ANNOTATION, dapr_app_id, selector_labels
+from .render import (
+    APPLIED_HASH_ANNOTATION,
+    GENERATION_ANNOTATION,
+    dapr_app_id,
+    selector_labels,
+)
 
 READY = "Ready"
 DAPR_READY = "DaprReady"
@@ -298,6 +303,29 @@ def failed_status(agent: api.AIAgent, reason: str, message: str) -> api.AIAgentS
             "conditions": [_keep_transition_time(agent.status, condition), *others],
         }
     )
+
+
+def deployment_facts(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The part of a Deployment that its agent's status and reconcile read (`compute_status`,
+    `reconcile`): its identity, owner, generations, digest, wanted replicas and status. Kept per
+    agent in an index, a few hundred bytes rather than the whole Deployment."""
+    metadata = deployment.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    return {
+        "apiVersion": deployment.get("apiVersion", "apps/v1"),
+        "kind": "Deployment",
+        "metadata": {
+            **{k: metadata[k] for k in ("name", "namespace", "uid", "generation") if k in metadata},
+            "ownerReferences": metadata.get("ownerReferences") or [],
+            "annotations": {
+                k: annotations[k]
+                for k in (APPLIED_HASH_ANNOTATION, GENERATION_ANNOTATION)
+                if k in annotations
+            },
+        },
+        "spec": {"replicas": (deployment.get("spec") or {}).get("replicas", 1)},
+        "status": deployment.get("status") or {},
+    }
 
 
 def _applied_generation(deployment: dict[str, Any] | None) -> int | None:

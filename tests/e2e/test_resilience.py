@@ -198,6 +198,26 @@ def agents_of_a_killed_operator(
     return ["support-bot", "autoscaled-agent"]
 
 
+def test_the_operator_writes_nothing_to_an_aiagent_but_its_status(
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    isolated_namespace: str,
+    audit: LocalControlPlane,
+    tmp_path: Path,
+) -> None:
+    """What Kopf last handled stays in the operator's memory, not in an annotation that would
+    cost a write (and one more watch event) per change."""
+    ns = isolated_namespace
+    _, offset = audit.audit_events()
+    names = agents_of_a_killed_operator(kubectl, kubeconfig, ns, tmp_path)
+    writes = operator_writes(audit, offset, ns)
+    on_agents = [w for w in writes if w.split()[1].startswith("aiagents/")]
+    assert on_agents and all(w.endswith("/status") for w in on_agents), on_agents
+    for name in names:
+        annotations = kubectl.get("aiagent", name, ns)["metadata"].get("annotations") or {}
+        assert not [key for key in annotations if key.startswith("aiagents.dev/")], annotations
+
+
 def test_restart_with_nothing_changed_makes_no_writes(
     kubectl: Kubectl,
     kubeconfig: Path,

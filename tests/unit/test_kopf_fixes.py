@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import sys
+from typing import Any
 
 import pytest
 
@@ -183,13 +186,87 @@ def test_every_kind_with_change_handlers_is_compared() -> None:
     )
 
 
-def test_kopfs_watch_stream_decodes_with_orjson_to_the_same_objects() -> None:
-    import json
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    slim = copy.deepcopy(obj)
+    del slim["metadata"]["managedFields"]
+    return slim
 
-    import orjson
+
+def test_kopfs_watch_stream_decodes_to_the_same_objects_less_managed_fields() -> None:
     from kopf._cogs.clients import api as kopf_api
 
-    line = json.dumps({"type": "MODIFIED", "object": DEPLOYMENT}).encode()
-    assert kopf_api.json.loads is orjson.loads
-    assert kopf_api.json.loads(line.decode("utf-8")) == json.loads(line)
+    line = json.dumps({"type": "MODIFIED", "object": DEPLOYMENT})
+    decoded = kopf_api.json.loads(line)
+    assert decoded == {"type": "MODIFIED", "object": without_managed_fields(DEPLOYMENT)}
+    assert "managedFields" in DEPLOYMENT["metadata"]  # the fixture itself untouched
+    error = {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
+    assert kopf_api.json.loads(json.dumps(error)) == error
     assert kopf_api.json.dumps({"a": 1}) == json.dumps({"a": 1})  # the rest: the standard module
+
+
+def test_kopfs_listings_decode_to_the_same_items_less_managed_fields() -> None:
+    from kopf._cogs.clients import api as kopf_api
+
+    listing = {"kind": "DeploymentList", "metadata": {"resourceVersion": "9"}}
+    decoded = kopf_fixes._OrjsonLoads.loads(json.dumps({**listing, "items": [DEPLOYMENT, AIAGENT]}))
+    assert decoded == {
+        **listing,
+        "items": [without_managed_fields(DEPLOYMENT), without_managed_fields(AIAGENT)],
+    }
+    assert kopf_fixes._OrjsonLoads.loads(b'{"items": []}') == {"items": []}
+    assert kopf_api.get is kopf_fixes._get  # Kopf's listings and discovery come through it
+
+
+def remembered() -> kopf_fixes.RememberedDiffBaseStorage:
+    return kopf_fixes.RememberedDiffBaseStorage(
+        compared_kinds={"AIAgent"}, prefix="aiagents.dev", key="last-handled-configuration"
+    )
+
+
+def test_the_remembered_diff_base_writes_nothing_to_the_object() -> None:
+    """Kopf adds what `store` writes to its patch of the object: nothing, so no write."""
+    diffbase, body = remembered(), bodies.Body(AIAGENT)  # type: ignore[arg-type]
+    essence = diffbase.build(body=body, extra_fields=set())
+    assert diffbase.fetch(body=body) is None  # never handled by this process: a creation
+    patch = kopf.Patch()
+    diffbase.store(body=body, patch=patch, essence=essence)
+    assert not patch
+    assert diffbase.fetch(body=body) == essence
+    # The annotation an operator that kept the diff-base there left is not part of the essence.
+    assert "last-handled-configuration" not in json.dumps(essence)
+
+
+def test_the_remembered_diff_base_follows_the_object_by_uid() -> None:
+    diffbase, body = remembered(), bodies.Body(AIAGENT)  # type: ignore[arg-type]
+    diffbase.store(body=body, patch=kopf.Patch(), essence=diffbase.build(body=body))
+    changed = copy.deepcopy(AIAGENT)
+    changed["spec"]["replicas"] = 3
+    new_essence = diffbase.build(body=bodies.Body(changed))  # type: ignore[arg-type]
+    old_essence = diffbase.fetch(body=bodies.Body(changed))  # type: ignore[arg-type]
+    assert old_essence is not None and old_essence != new_essence  # Kopf sees an update
+    recreated = copy.deepcopy(AIAGENT)
+    recreated["metadata"]["uid"] = "u-2"
+    assert diffbase.fetch(body=bodies.Body(recreated)) is None  # type: ignore[arg-type]
+    diffbase.forget("u-1")
+    assert diffbase.fetch(body=body) is None and len(diffbase) == 0
+
+
+def test_the_remembered_diff_base_keeps_nothing_for_kinds_nobody_compares() -> None:
+    diffbase, body = remembered(), bodies.Body(DEPLOYMENT)  # type: ignore[arg-type]
+    child = {**DEPLOYMENT, "metadata": {**DEPLOYMENT["metadata"], "uid": "d-1"}}
+    diffbase.store(body=bodies.Body(child), patch=kopf.Patch(), essence={})  # type: ignore[arg-type,typeddict-item]
+    assert len(diffbase) == 0 and diffbase.fetch(body=body) is None
+
+
+def test_a_handler_that_succeeds_at_once_leaves_nothing_to_patch() -> None:
+    storage = kopf_fixes.ProgressStorage(prefix="aiagents.dev")
+    body = bodies.Body({"kind": "AIAgent", "metadata": {"name": "a"}})  # type: ignore[typeddict-item]
+    record = {"started": "2026-12-06T10:00:00", "success": True, "retries": 1}
+    done = kopf.Patch()
+    storage.store(key="reconcile", record=record, body=body, patch=done)  # type: ignore[arg-type]
+    storage.purge(key="reconcile", body=body, patch=done)
+    assert not done  # Kopf patches nothing
+    retrying = kopf.Patch()
+    storage.store(key="reconcile", record=record, body=body, patch=retrying)  # type: ignore[arg-type]
+    annotations = retrying["metadata"]["annotations"]
+    assert set(annotations) == {"aiagents.dev/reconcile", "aiagents.dev/kopf-managed"}

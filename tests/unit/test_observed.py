@@ -5,17 +5,18 @@ with "Unreachable", and one it must make shows as that error."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
 
-from aiagent_operator import api, reconcile
+from aiagent_operator import api, reconcile, render
 from aiagent_operator.credentials import Credentials
 from aiagent_operator.kube import Kube, KubeError
 from aiagent_operator.observed import STALE, IndexedObserved
 from aiagent_operator.settings import OperatorSettings
-from aiagent_operator.status import sidecar_of
+from aiagent_operator.status import compute_status, deployment_facts, sidecar_of
 
 from .conftest import make_agent
 
@@ -120,3 +121,31 @@ def test_which_child_events_need_work(
         edited = {**child, "data": {"agent.yaml": "edited by hand"}}
         assert reconcile.child_event_work("MODIFIED", edited, agent, settings) == "restore"
     assert reconcile.child_event_work("MODIFIED", child, None, settings) is None  # owner gone
+
+
+def test_the_agents_deployment_and_its_digest_come_from_the_deployment_index() -> None:
+    """A restart with nothing changed reads no Deployment: the index has what status needs."""
+    agent = make_agent()
+    children = reconcile.desired(agent, OperatorSettings()).children
+    wanted = next(c for c in children if c["kind"] == "Deployment")
+    digest = render.applied_hash(wanted)
+    live = render.stamped(wanted, digest)
+    live["metadata"].update(uid="d-1", generation=4, managedFields=[{"manager": "x"}])
+    live["status"] = {"observedGeneration": 4, "readyReplicas": 1, "conditions": []}
+    facts = deployment_facts(live)
+    observed = indexed(deployments={("team-a", "support-bot"): [facts]})
+
+    assert observed.deployment(agent) == facts
+    assert observed.unchanged(wanted, digest) and not observed.unchanged(wanted, "other")
+    # What status makes of the facts is what it makes of the whole Deployment.
+    now = "2026-12-06T10:00:00Z"
+    assert compute_status(agent, live, now=now) == compute_status(agent, facts, now=now)
+    assert len(json.dumps(facts)) < len(json.dumps(live)) / 4
+
+
+def test_a_deployment_not_in_the_index_or_someone_elses_is_asked_for() -> None:
+    agent = make_agent()
+    theirs = {"metadata": {"ownerReferences": [{"uid": "other", "controller": True}]}}
+    for deployments in ({}, {("team-a", "support-bot"): [deployment_facts(theirs)]}):
+        observed = indexed(deployments=deployments)
+        assert asks_the_api(lambda observed=observed: observed.deployment(agent))

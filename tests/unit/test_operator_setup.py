@@ -56,3 +56,16 @@ def test_routine_success_lines_are_dropped_and_what_the_operator_did_stays() -> 
     assert quiet.filter(record("Handler 'reconcile_aiagent' succeeded."))
     assert quiet.filter(record("Creation is processed: 1 succeeded; 0 failed."))
     assert quiet.filter(record("Handler 'child-deployments' failed.", logging.ERROR))
+
+
+def test_what_the_operator_keeps_of_an_agent_goes_when_it_is_deleted() -> None:
+    import asyncio
+
+    diffbase = handlers.configure_kopf(kopf.OperatorSettings(), OperatorSettings())
+    body = kopf.Body({"kind": "AIAgent", "metadata": {"uid": "u-1"}, "spec": {}})
+    diffbase.store(body=body, patch=kopf.Patch(), essence=diffbase.build(body=body))
+    memo = kopf.Memo(diffbase=diffbase, status_versions={"u-1": "7", "u-2": "8"})
+    assert handlers.deleted(type="DELETED") and not handlers.deleted(type="MODIFIED")
+    asyncio.run(handlers.forget_aiagent(uid="u-1", memo=memo))
+    assert diffbase.fetch(body=body) is None
+    assert memo.status_versions == {"u-2": "8"}
