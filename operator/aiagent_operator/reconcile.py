@@ -39,16 +39,19 @@ class Desired(NamedTuple):
 
 # Every event of a child is checked against what its owner wants, which a burst of events (a
 # rollout, a thousand agents created at once) would otherwise render anew each time: most of
-# what the operator spent on child events. The rendering depends only on the owner's identity
-# and spec, and the settings; a few hundred agents' worth covers any burst's working set.
-_DESIRED: OrderedDict[tuple[str, str, str, str], tuple[OperatorSettings, Desired]] = OrderedDict()
+# what the operator spent on child events. The rendering depends only on the owner's identity,
+# generation (stamped on the Deployment) and spec, and the settings; a few hundred agents' worth
+# covers any burst's working set.
+_DESIRED: OrderedDict[tuple[str, str, str, int, str], tuple[OperatorSettings, Desired]] = (
+    OrderedDict()
+)
 DESIRED_CACHE_SIZE = 512
 
 
 def desired(agent: api.AIAgent, settings: OperatorSettings) -> Desired:
     """`render` of the agent's children and Components, remembered for the same agent and spec.
     The manifests are shared: never modify them (`render.stamped` copies what it changes)."""
-    key = (agent.namespace, agent.name, agent.uid, agent.spec.model_dump_json())
+    key = (agent.namespace, agent.name, agent.uid, agent.generation, agent.spec.model_dump_json())
     cached = _DESIRED.get(key)
     if cached is not None and cached[0] is settings:
         _DESIRED.move_to_end(key)

@@ -149,3 +149,23 @@ def test_a_deployment_not_in_the_index_or_someone_elses_is_asked_for() -> None:
     for deployments in ({}, {("team-a", "support-bot"): [deployment_facts(theirs)]}):
         observed = indexed(deployments=deployments)
         assert asks_the_api(lambda observed=observed: observed.deployment(agent))
+
+
+def test_the_rendering_remembered_is_that_of_the_agents_generation() -> None:
+    """A spec changed and changed back renders as before but for its generation, which the
+    Deployment carries (status reports it as observed): the remembered rendering must not be the
+    earlier generation's."""
+    first = make_agent(generation=1)
+    spec = first.spec.model_dump(by_alias=True, exclude_none=True)
+    changed = make_agent({**spec, "replicas": 2}, generation=2)
+    back = make_agent(generation=3)
+    settings = OperatorSettings()  # one, as the operator's: remembered renderings are per settings
+
+    def stamped(agent: api.AIAgent) -> tuple[str, int]:
+        children = reconcile.desired(agent, settings).children
+        deployment = next(c for c in children if c["kind"] == "Deployment")
+        return deployment["metadata"]["annotations"][render.GENERATION_ANNOTATION], deployment[
+            "spec"
+        ]["replicas"]
+
+    assert [stamped(a) for a in (first, changed, back)] == [("1", 1), ("2", 2), ("3", 1)]
