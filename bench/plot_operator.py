@@ -3,7 +3,7 @@
     make bench-plot     (python -m bench.plot_operator; matplotlib in a venv of its own)
 
 The newest result of each N is plotted: the time until all children exist for the operator and
-for the raw client, and the operator's peak RSS, against N.
+for the raw client, and the operator's RSS (peak, and when all agents are Ready), against N.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def main(out: Path = RESULTS / "operator-scale.png") -> None:
     rss = [
         max(r[k]["peak_rss_mib"] for k in ("operator_before_restart", "operator_end")) for r in runs
     ]
-    memory.plot(n, rss, "o-", color="tab:green", label="operator peak RSS")
+    memory.plot(n, rss, "o-", color="tab:green", label="operator peak RSS (the restart's)")
+    ready = [r["create"]["operator"]["rss_mib"] for r in runs]
+    memory.plot(n, ready, "s--", color="tab:olive", label="operator RSS, all agents Ready")
     memory.axhline(150, color="grey", linestyle=":", label="target at 1000: 150 MiB")
     memory.set(xscale="log", xlabel="AIAgents", ylabel="MiB", ylim=(0, max(rss) * 1.2))
     memory.set_title("operator memory")
