@@ -179,7 +179,7 @@ def raw_client(client: Kube, n: int, concurrency: int) -> float:
     return round(time.monotonic() - started, 2)
 
 
-def delete_namespace(client: Kube, ns: str) -> float:
+def delete_namespace(client: Kube, ns: str, timeout: float = 600) -> float:
     client.request("DELETE", f"/api/v1/namespaces/{ns}")
 
     def gone() -> bool:
@@ -189,7 +189,7 @@ def delete_namespace(client: Kube, ns: str) -> float:
             return exc.status == 404
         return False
 
-    return wait(f"namespace {ns} deleted", gone, timeout=600, interval=0.5)
+    return wait(f"namespace {ns} deleted", gone, timeout=timeout, interval=0.5)
 
 
 def quiet(
@@ -314,6 +314,7 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
     settings = {"agents": n, "concurrency": concurrency, "rest_seconds": rest_seconds}
     result: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "settings": settings}
     qps = min(1000, max(50, n // 10))
+    patience = 1800 + n * 0.5  # seconds any one phase may take before the run gives up
     with (
         contextlib.ExitStack() as stack,
         tempfile.TemporaryDirectory() as tmp,
@@ -338,7 +339,7 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
         cpu_before = cluster_cpu(cp)
         result["raw_client_s"] = raw_client(admin, n, concurrency)
         result["raw_client_cluster_cpu_s"] = cpu_since(cpu_before, cluster_cpu(cp))
-        delete_namespace(admin, "bench-raw")
+        delete_namespace(admin, "bench-raw", patience)
 
         ns = "bench"
         namespace(admin, ns)
@@ -369,11 +370,11 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
         created = create_agents(admin, ns, range(n), concurrency)
         agents_created = time.monotonic() - started
         names = set(created)
-        wait("every child", lambda: seen.every_child(names), 1800)
+        wait("every child", lambda: seen.every_child(names), patience)
         cluster_cpu_to_children = cpu_since(cpu_before, cluster_cpu(cp))
         deployments = seen.last(seen.first["Deployment"], names) - started
         children = max(seen.last(by_name, names) for by_name in seen.first.values()) - started
-        wait("every AIAgent Ready", lambda: names <= seen.ready.keys(), 3600, 1)
+        wait("every AIAgent Ready", lambda: names <= seen.ready.keys(), patience, 1)
         ready = seen.last(seen.ready, names) - started
         result["create"] = {  # seconds from the first create
             "agents_created_s": round(agents_created, 2),
@@ -413,7 +414,7 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
         wait(
             "every AIAgent resumed",
             lambda: resumed(operator, log_offset) >= n,
-            timeout=1800,
+            timeout=patience,
             interval=0.5,
         )
         busy, restart = quiet(requests, since)
@@ -424,7 +425,7 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
             "operator": proc_usage(operator.process.pid),
         }
 
-        seconds = delete_namespace(admin, ns)
+        seconds = delete_namespace(admin, ns, patience)
         result["delete"] = {"namespace_gone_s": seconds, **requests.since_last_read()}
         result["operator_end"] = proc_usage(operator.process.pid)
         operator.stop()
