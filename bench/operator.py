@@ -310,7 +310,14 @@ def idle_latency(
     return result
 
 
-def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
+def run(
+    n: int,
+    concurrency: int,
+    rest_seconds: float,
+    checkpoint: Callable[[dict[str, Any]], None] = lambda result: None,
+) -> dict[str, Any]:
+    """One run at N; `checkpoint` gets the result so far after each phase (a run at 10 000 takes
+    over an hour: what was measured survives one cut short)."""
     settings = {"agents": n, "concurrency": concurrency, "rest_seconds": rest_seconds}
     result: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "settings": settings}
     qps = min(1000, max(50, n // 10))
@@ -339,6 +346,7 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
         cpu_before = cluster_cpu(cp)
         result["raw_client_s"] = raw_client(admin, n, concurrency)
         result["raw_client_cluster_cpu_s"] = cpu_since(cpu_before, cluster_cpu(cp))
+        checkpoint(result)
         delete_namespace(admin, "bench-raw", patience)
 
         ns = "bench"
@@ -389,6 +397,7 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
         result["ratio_raw_over_operator"] = round(
             result["raw_client_s"] / result["create"]["all_children_s"], 2
         )
+        checkpoint(result)
 
         time.sleep(5)
         requests.since_last_read()
@@ -425,6 +434,7 @@ def run(n: int, concurrency: int, rest_seconds: float) -> dict[str, Any]:
             "operator": proc_usage(operator.process.pid),
         }
 
+        checkpoint(result)
         seconds = delete_namespace(admin, ns, patience)
         result["delete"] = {"namespace_gone_s": seconds, **requests.since_last_read()}
         result["operator_end"] = proc_usage(operator.process.pid)
@@ -510,13 +520,22 @@ def main() -> None:
         return
     results = []
     for n in args.agents:
-        result = run(n, args.concurrency, args.rest_seconds)
+        partial = (
+            args.out / f"operator-{datetime.now():%Y-%m-%d}-n{n}.partial.json" if args.out else None
+        )
+
+        def checkpoint(result: dict[str, Any], partial: Path | None = partial) -> None:
+            if partial:
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps(result, indent=2) + "\n")
+
+        result = run(n, args.concurrency, args.rest_seconds, checkpoint)
         results.append(result)
         text = json.dumps(result, indent=2)
         print(text, flush=True)
-        if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
+        if args.out and partial:
             (args.out / f"operator-{datetime.now():%Y-%m-%d}-n{n}.json").write_text(text + "\n")
+            partial.unlink(missing_ok=True)
     print(table(results))
 
 
