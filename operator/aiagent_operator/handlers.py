@@ -222,6 +222,14 @@ async def forget_aiagent(uid: str, memo: kopf.Memo, **_: Any) -> None:
     memo.status_versions.pop(uid, None)
 
 
+def forget_applied(applied_here: dict[ChildKey, str], child: kopf.Body, namespace: str) -> None:
+    """A deleted child's digest goes with it, unless a child of the same name was applied since
+    (its events come from another worker, and may be handled before the old one's deletion)."""
+    key = (str(child.get("kind")), namespace, child.metadata.name or "")
+    if applied_here.get(key) == child.metadata.annotations.get(render.APPLIED_HASH_ANNOTATION):
+        applied_here.pop(key, None)
+
+
 async def _on_child_event(
     type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
@@ -230,7 +238,7 @@ async def _on_child_event(
     )
     owner = indexed_owner(kwargs, (namespace or "", owner_name))
     if type == "DELETED":
-        memo.applied_here.pop((str(body.get("kind")), namespace or "", body.metadata.name), None)
+        forget_applied(memo.applied_here, body, namespace or "")
     child = dict(body)
     work = reconcile.child_event_work(type, child, owner, memo.settings)
     if work == "restore":

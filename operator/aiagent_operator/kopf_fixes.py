@@ -29,6 +29,7 @@ here reads it, and Kopf holds every listed body at startup until all indices are
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import weakref
 from collections.abc import Iterable
@@ -162,7 +163,8 @@ class RememberedDiffBaseStorage(LeanDiffBaseStorage):
 
     def store(self, *, body: bodies.Body, patch: kopf.Patch, essence: bodies.BodyEssence) -> None:
         if body.get("kind") in self.compared_kinds and body.metadata.uid:
-            self._handled[body.metadata.uid] = essence
+            # A copy: Kopf hands the same essence to the handlers as `new`.
+            self._handled[body.metadata.uid] = copy.deepcopy(essence)
 
     def forget(self, uid: str) -> None:
         self._handled.pop(uid, None)

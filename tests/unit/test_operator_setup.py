@@ -69,3 +69,16 @@ def test_what_the_operator_keeps_of_an_agent_goes_when_it_is_deleted() -> None:
     asyncio.run(handlers.forget_aiagent(uid="u-1", memo=memo))
     assert diffbase.fetch(body=body) is None
     assert memo.status_versions == {"u-2": "8"}
+
+
+def test_a_deleted_childs_digest_goes_unless_a_new_child_was_applied_since() -> None:
+    def child(digest: str) -> kopf.Body:
+        annotations = {render.APPLIED_HASH_ANNOTATION: digest}
+        return kopf.Body({"kind": "Service", "metadata": {"name": "a", "annotations": annotations}})
+
+    applied = {("Service", "team-a", "a"): "old"}
+    handlers.forget_applied(applied, child("old"), "team-a")
+    assert applied == {}
+    applied = {("Service", "team-a", "a"): "new"}  # re-created and applied before the event
+    handlers.forget_applied(applied, child("old"), "team-a")
+    assert applied == {("Service", "team-a", "a"): "new"}
