@@ -473,8 +473,16 @@ def table(results: list[dict[str, Any]]) -> str:
         "|---|" + "---|" * len(results),
     ]
     for name, figure in rows:
-        lines.append(f"| {name} | " + " | ".join(str(figure(r)) for r in results) + " |")
+        lines.append(f"| {name} | " + " | ".join(_shown(figure, r) for r in results) + " |")
     return "\n".join(lines)
+
+
+def _shown(figure: Callable[[dict[str, Any]], Any], result: dict[str, Any]) -> str:
+    """The figure, or "–" where the run was cut short before measuring it (a .partial.json)."""
+    try:
+        return str(figure(result))
+    except KeyError:
+        return "–"
 
 
 def _control_plane_cpu(r: dict[str, Any]) -> str:
@@ -499,8 +507,8 @@ def _cpu(r: dict[str, Any]) -> float:
 
 def _rss(r: dict[str, Any]) -> float:
     """The higher peak (VmHWM) of the two operator processes: the first, and the restarted."""
-    phases = [r["operator_before_restart"], r["operator_end"]]
-    return max(p["peak_rss_mib"] for p in phases)
+    phases = [r[k] for k in ("operator_before_restart", "restart", "operator_end") if k in r]
+    return max(p.get("operator", p)["peak_rss_mib"] for p in phases)
 
 
 def main() -> None:

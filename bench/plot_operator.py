@@ -41,9 +41,9 @@ def main(out: Path = RESULTS / "operator-scale.png") -> None:
     times.set(xscale="log", yscale="log", xlabel="AIAgents", ylabel="seconds")
     times.set_title("until all 4 × N children exist")
     times.legend()
-    rss = [
-        max(r[k]["peak_rss_mib"] for k in ("operator_before_restart", "operator_end")) for r in runs
-    ]
+    # The higher peak of the two operator processes (a run cut short has no "operator_end").
+    phases = ("operator_before_restart", "operator_end")
+    rss = [max(r[k]["peak_rss_mib"] for k in phases if k in r) for r in runs]
     memory.plot(n, rss, "o-", color="tab:green", label="operator peak RSS (the restart's)")
     ready = [r["create"]["operator"]["rss_mib"] for r in runs]
     memory.plot(n, ready, "s--", color="tab:olive", label="operator RSS, all agents Ready")
