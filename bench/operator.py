@@ -485,7 +485,7 @@ def _shown(figure: Callable[[dict[str, Any]], Any], result: dict[str, Any]) -> s
     """The figure, or "–" where the run was cut short before measuring it (a .partial.json)."""
     try:
         return str(figure(result))
-    except KeyError:
+    except (KeyError, ValueError):
         return "–"
 
 
@@ -512,6 +512,7 @@ def _cpu(r: dict[str, Any]) -> float:
 def _rss(r: dict[str, Any]) -> float:
     """The higher peak (VmHWM) of the two operator processes: the first, and the restarted."""
     phases = [r[k] for k in ("operator_before_restart", "restart", "operator_end") if k in r]
+    phases.append(r["create"])  # a run cut short after creating
     return max(p.get("operator", p)["peak_rss_mib"] for p in phases)
 
 

@@ -37,13 +37,24 @@ def main(out: Path = RESULTS / "operator-scale.png") -> None:
     n = [r["settings"]["agents"] for r in runs]
     fig, (times, memory) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     times.plot(n, [r["create"]["all_children_s"] for r in runs], "o-", label="operator")
-    times.plot(n, [r["raw_client_s"] for r in runs], "s--", label="raw client (the limit)")
+    with_raw = [r for r in runs if "raw_client_s" in r]  # a run may measure the operator only
+    times.plot(
+        [r["settings"]["agents"] for r in with_raw],
+        [r["raw_client_s"] for r in with_raw],
+        "s--",
+        label="raw client (the limit)",
+    )
     times.set(xscale="log", yscale="log", xlabel="AIAgents", ylabel="seconds")
     times.set_title("until all 4 × N children exist")
     times.legend()
+
     # The higher peak of the two operator processes (a run cut short has no "operator_end").
-    phases = ("operator_before_restart", "operator_end")
-    rss = [max(r[k]["peak_rss_mib"] for k in phases if k in r) for r in runs]
+    def peak(r: dict[str, Any]) -> float:
+        phases = [r.get("operator_before_restart"), r.get("operator_end")]
+        phases.append((r.get("restart") or {}).get("operator"))
+        return max(p["peak_rss_mib"] for p in phases if p)
+
+    rss = [peak(r) for r in runs]
     memory.plot(n, rss, "o-", color="tab:green", label="operator peak RSS (the restart's)")
     ready = [r["create"]["operator"]["rss_mib"] for r in runs]
     memory.plot(n, ready, "s--", color="tab:olive", label="operator RSS, all agents Ready")
