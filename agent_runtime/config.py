@@ -153,6 +153,68 @@ class AgentSection(AgentFields):
     )
 
 
+class LimitsFields(CamelModel):
+    """Budgets enforced before a request reaches the model: over one, the runtime answers 429
+    with Retry-After on every route. Unset: no limit of that kind."""
+
+    requests_per_minute: int | None = Field(
+        None, ge=1, le=10_000_000, description="Requests the agent serves per minute."
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000_000,
+        description="Model tokens (in + out) per minute; a request is refused once the "
+        "minute's tokens are spent.",
+    )
+    concurrent_requests: int | None = Field(
+        None, ge=1, le=100_000, description="Requests served at once."
+    )
+    max_tokens_per_request: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Upper bound on the tokens the model may generate for one request (a "
+        "request asking for more is capped to it).",
+    )
+
+
+class BudgetSection(CamelModel):
+    """A budget several agents share (a ModelConfig's per-namespace budget), as agent.yaml
+    holds it. The operator fills it in; people do not write it."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Key of the shared counters, the same for every agent that shares it.",
+    )
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    divisor: int = Field(
+        1,
+        ge=1,
+        description="Pods that share the budget, when counters are per pod (no state store): "
+        "each pod may spend 1/divisor of it.",
+    )
+
+
+class LimitsSection(LimitsFields):
+    """The limits section of agent.yaml.
+
+    With a Dapr state store (dapr.stateStore), the per-minute counters live in it and hold across
+    replicas exactly. Without one, each pod counts alone and may spend 1/divisor of each limit
+    (the operator sets divisor to the agent's pods); concurrent requests are always per pod,
+    divided the same way.
+    """
+
+    divisor: int = Field(
+        1, ge=1, description="Pods that share the limits when counters are per pod."
+    )
+    budget: BudgetSection | None = Field(
+        None, description="A budget shared with other agents, enforced besides these limits."
+    )
+
+
 DEAD_LETTER_SUFFIX = "-dead"
 REPLY_SUFFIX = "-replies"
 
@@ -253,13 +315,16 @@ class AgentConfig(CamelModel):
     model: ModelConfig
     agent: AgentSection = AgentSection()
     dapr: DaprSection = DaprSection()
+    limits: LimitsSection = LimitsSection()
 
     def to_yaml(self) -> str:
         wire = self.to_wire()
-        # Agents without MCP servers keep the agent.yaml (and so the config hash, and their pods)
-        # they had before MCP servers existed.
+        # Agents without MCP servers (or limits) keep the agent.yaml (and so the config hash, and
+        # their pods) they had before MCP servers (or limits) existed.
         if not wire["agent"].get("mcpServers"):
             wire["agent"].pop("mcpServers", None)
+        if self.limits == LimitsSection():
+            wire.pop("limits", None)
         return str(yaml.safe_dump(wire, sort_keys=False))
 
 
