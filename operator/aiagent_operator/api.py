@@ -7,7 +7,7 @@ is enforced by the API server before the operator sees an object.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,14 +15,16 @@ from agent_runtime.config import (
     MCP_HEADER_ENV_PREFIX,
     RESERVED_HEADER_RULE,
     AgentFields,
+    BudgetSection,
     CamelModel,
     Framework,
+    LimitsFields,
     McpHeaderFields,
     McpServerFields,
-    ModelConfig,
     cel_rule,
     unique_mcp_servers,
 )
+from agent_runtime.config import ModelConfig as ModelFields
 
 from .dapr_api import (
     ComponentMetadataEntry,
@@ -42,6 +44,7 @@ from .kubetypes import (
     ResourceRequirements,
     SecretKeyRef,
 )
+from .network_policy import NetworkPolicySpec
 
 GROUP = "aiagents.dev"
 VERSION = "v1alpha1"
@@ -51,6 +54,10 @@ PLURAL = "aiagents"
 SINGULAR = "aiagent"
 SHORT_NAMES = ["aia"]
 CATEGORIES = ["ai", "agents"]
+MODEL_CONFIG_KIND = "ModelConfig"
+MODEL_CONFIG_PLURAL = "modelconfigs"
+MODEL_CONFIG_SINGULAR = "modelconfig"
+MODEL_CONFIG_SHORT_NAMES = ["aimc"]
 
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 # The children (Service, pod labels, Dapr app id) need the AIAgent's name to be a DNS-1035 label.
@@ -74,7 +81,7 @@ __all__ = [
 ]
 
 
-class ModelSpec(ModelConfig):
+class ModelSpec(ModelFields):
     """The language model, plus where its API key lives."""
 
     api_key_secret_ref: SecretKeyRef | None = Field(
@@ -83,6 +90,106 @@ class ModelSpec(ModelConfig):
         "MODEL_API_KEY environment variable and is never copied anywhere else. "
         "Optional for ollama and for servers that need no key.",
     )
+
+
+class ModelRef(CamelModel):
+    """A ModelConfig the agent uses instead of spec.model: the platform's model, endpoint and API
+    key, shared by many agents. Temperature and max tokens may be set here per agent."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="The ModelConfig's name.")
+    namespace: str | None = Field(
+        None,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="The ModelConfig's namespace; unset: the AIAgent's own. One in another "
+        "namespace must list the AIAgent's namespace in spec.allowedNamespaces.",
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Overrides the ModelConfig's temperature for this agent."
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Overrides the ModelConfig's maxTokens for this agent.",
+    )
+
+
+# A namespace name, or "*" for every namespace.
+ALLOWED_NAMESPACE = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"
+
+
+class NamespaceBudget(CamelModel):
+    """What all the agents of one namespace that use a ModelConfig may spend together."""
+
+    requests_per_minute: int | None = Field(
+        None, ge=1, le=10_000_000, description="Requests per minute, summed over the agents."
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000_000,
+        description="Model tokens (in + out) per minute, summed over the agents.",
+    )
+
+
+class ModelConfigSpec(ModelSpec):
+    """A model the platform offers to AIAgents (spec.modelRef), and who may use it."""
+
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Secret key, in the ModelConfig's namespace, holding the provider API key. "
+        "Agents never read this Secret: the operator copies the key into a Secret it manages in "
+        "each agent's namespace (<agent>-model-key), and keeps the copy current.",
+    )
+    allowed_namespaces: list[Annotated[str, Field(max_length=63, pattern=ALLOWED_NAMESPACE)]] = (
+        Field(
+            default_factory=list,
+            max_length=256,
+            description="Namespaces, besides the ModelConfig's own, whose AIAgents may use it; "
+            "'*' allows every namespace.",
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        )
+    )
+    namespace_budget: NamespaceBudget | None = Field(
+        None,
+        description="A budget per namespace: the sum of what that namespace's agents spend "
+        "through this ModelConfig, enforced by the agents' runtimes before each request.",
+    )
+
+
+class ModelConfigStatus(CamelModel):
+    """What the operator last saw of the ModelConfig's users."""
+
+    agents: int | None = Field(None, description="AIAgents using this ModelConfig.")
+
+
+class ModelConfig(CamelModel):
+    """A ModelConfig as the operator reads it from the API server."""
+
+    model_config = {"extra": "ignore"}
+
+    name: str
+    namespace: str
+    uid: str = ""
+    resource_version: str = ""
+    spec: ModelConfigSpec
+
+    @classmethod
+    def from_body(cls, body: Any) -> ModelConfig:
+        meta = body["metadata"]
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid", ""),
+            resource_version=meta.get("resourceVersion", ""),
+            spec=ModelConfigSpec.model_validate(dict(body.get("spec") or {})),
+        )
+
+    def allows(self, namespace: str) -> bool:
+        """Whether AIAgents in `namespace` may use it."""
+        allowed = self.spec.allowed_namespaces
+        return namespace == self.namespace or "*" in allowed or namespace in allowed
 
 
 # Headers that carry credentials: a plain value would sit in the agent's ConfigMap.
@@ -217,7 +324,8 @@ class EnvVar(CamelModel):
             "x-kubernetes-validations": [
                 cel_rule(
                     "self.name != 'MODEL_API_KEY'",
-                    "MODEL_API_KEY is set by the operator from spec.model.apiKeySecretRef; "
+                    "MODEL_API_KEY is set by the operator from spec.model.apiKeySecretRef or "
+                    "spec.modelRef; "
                     "do not set it in env",
                     ".name",
                 ),
@@ -258,8 +366,42 @@ class Toleration(CamelModel):
 class AIAgentSpec(CamelModel):
     """The desired state of an AI agent served over HTTP."""
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "has(self.model) != has(self.modelRef)",
+                    "set exactly one of spec.model (the model, inline) or spec.modelRef (a "
+                    "ModelConfig's name)",
+                )
+            ]
+        }
+    }
+
     framework: Framework = Field(description="Agent framework: crewai, langchain or openai-agents.")
-    model: ModelSpec = Field(description="The language model the agent uses.")
+    model: ModelSpec | None = Field(
+        None, description="The language model the agent uses. Exactly one of model or modelRef."
+    )
+    model_ref: ModelRef | None = Field(
+        None,
+        description="A ModelConfig that says which model the agent uses, and holds its API key. "
+        "Exactly one of model or modelRef.",
+    )
+    limits: LimitsFields = Field(
+        LimitsFields(),
+        description="Budgets the agent's runtime enforces before each request (429 with "
+        "Retry-After when spent). Across replicas they hold exactly when spec.dapr.stateStore is "
+        "set (shared counters); otherwise each pod gets its share (the limit divided by the "
+        "pods: replicas, or autoscaling.maxReplicas).",
+    )
+
+    @model_validator(mode="after")
+    def _one_model(self) -> AIAgentSpec:
+        # The same rule as the CEL validation above, for manifests read outside a cluster.
+        if (self.model is None) == (self.model_ref is None):
+            raise ValueError("set exactly one of spec.model or spec.modelRef")
+        return self
+
     agent: AgentSpec = Field(AgentSpec(), description="What the agent is and does.")
     image: str | None = Field(
         None,
@@ -281,6 +423,12 @@ class AIAgentSpec(CamelModel):
     )
     dapr: DaprSpec = Field(DaprSpec(), description="Dapr sidecar settings.")
     service: ServiceSpec = Field(ServiceSpec(), description="Service settings.")
+    network_policy: NetworkPolicySpec = Field(
+        NetworkPolicySpec(),
+        description="A NetworkPolicy for the agent's pods: who may call them, and what they may "
+        "reach (DNS, the model, MCP servers, Dapr). Enforced only by network plugins that "
+        "enforce NetworkPolicy.",
+    )
     env: list[EnvVar] = Field(
         default_factory=list, max_length=128, description="Extra environment variables."
     )
@@ -364,6 +512,21 @@ class AIAgent(CamelModel):
     deleting: bool = False  # metadata.deletionTimestamp is set
     spec: AIAgentSpec
     status: AIAgentStatus = Field(default_factory=AIAgentStatus)
+    # Derived by the operator, never read from the object (see `model_configs.effective`): a
+    # digest of the versions of the Secrets its pods read (in the pod template, so a rotated key
+    # rolls them), the ModelConfig budget it shares, and the platform Secret ("namespace/name/
+    # key", and its resourceVersion) its key copy is made from.
+    secrets_version: str = ""
+    budget: BudgetSection | None = None
+    key_source: str = ""
+    key_source_version: str = ""
+
+    @property
+    def model(self) -> ModelSpec:
+        """The model, once spec.modelRef is resolved into spec.model (`model_configs`)."""
+        if self.spec.model is None:
+            raise ValueError(f"{self.namespace}/{self.name}: spec.modelRef is not resolved")
+        return self.spec.model
 
     @classmethod
     def from_body(cls, body: Any) -> AIAgent:

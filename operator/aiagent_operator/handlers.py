@@ -19,8 +19,8 @@ from typing import Any
 
 import kopf
 
-from . import api, components, credentials, kopf_fixes, reconcile, render
-from .kube import Kube, is_controlled_by
+from . import api, components, credentials, kopf_fixes, model_configs, reconcile, render
+from .kube import Kube, KubeError, is_controlled_by
 from .observed import ChildKey, IndexedObserved
 from .settings import OperatorSettings
 from .status import Sidecar, deployment_facts, pod_problem, sidecar_of
@@ -38,6 +38,11 @@ COMPARED_KINDS = {api.KIND}
 STATUS_COALESCE_SECONDS = 1.0
 DAPR_COMPONENTS = ("dapr.io", "v1alpha1", components.PLURAL)
 DEPLOYMENTS = ("apps", "v1", "deployments")
+MODEL_CONFIGS = (api.GROUP, api.VERSION, api.MODEL_CONFIG_PLURAL)
+# Every Secret is watched, for its resourceVersion and keys (Kopf never sees a value:
+# `kopf_fixes`): a rotated key rolls the pods that read it, and a ModelConfig key's copy in an
+# agent's namespace (a child) is restored when edited.
+SECRETS = ("v1", "secrets")
 # Children are watched so that drift is undone and the Deployment's state reaches status at once.
 # Where the cluster has no Dapr, Kopf logs once that it cannot serve Components and starts the
 # watch when their CRD appears; the indices below then stay empty, and nothing fails.
@@ -46,7 +51,9 @@ CHILD_RESOURCES: list[tuple[str, str] | tuple[str, str, str]] = [
     ("v1", "services"),
     DEPLOYMENTS,
     ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
     DAPR_COMPONENTS,
+    SECRETS,
 ]
 AGENT_PODS: dict[str, Any] = {
     render.MANAGED_BY_LABEL: render.FIELD_MANAGER,
@@ -54,9 +61,12 @@ AGENT_PODS: dict[str, Any] = {
 }
 # Kopf filters `labels=` and `when=` on the client, after decoding every object of the kind; these
 # watches ask the API server for ours alone, so a cluster's other ConfigMaps, Deployments and pods
-# never reach the operator. (Not Components: an agent may name one it does not own.)
+# never reach the operator. (Not Components: an agent may name one it does not own; not Secrets:
+# the agents' own Secrets are watched too.)
 OWN_LABEL_SELECTOR = f"{render.MANAGED_BY_LABEL}={render.FIELD_MANAGER}"
-LABELLED_RESOURCES = [r for r in CHILD_RESOURCES if r != DAPR_COMPONENTS] + [("v1", "pods")]
+LABELLED_RESOURCES = [r for r in CHILD_RESOURCES if r not in (DAPR_COMPONENTS, SECRETS)] + [
+    ("v1", "pods")
+]
 
 
 def configure_kopf(
@@ -115,6 +125,23 @@ async def in_pool(memo: kopf.Memo, work: Callable[[], None]) -> None:
 async def aiagents_by_name(body: kopf.Body, **_: Any) -> dict[tuple[str, str], api.AIAgent]:
     agent = api.AIAgent.from_body(body)
     return {(agent.namespace, agent.name): agent}
+
+
+@kopf.index(*MODEL_CONFIGS)
+async def model_configs_by_name(
+    body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], api.ModelConfig]:
+    config = api.ModelConfig.from_body(body)
+    return {(config.namespace, config.name): config}
+
+
+@kopf.index(*SECRETS)
+async def secret_versions(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[tuple[str, str], tuple[str, frozenset[str]]]:
+    """Each Secret's resourceVersion and keys (a few bytes; the values never reach Kopf)."""
+    version = str(body.metadata.get("resourceVersion", ""))
+    return {(namespace or "", name): (version, frozenset(body.get("data") or {}))}
 
 
 def controlled_by_aiagent(body: kopf.Body, **_: Any) -> bool:
@@ -181,7 +208,8 @@ def indexed_owner(indices: dict[str, Any], key: tuple[str, str]) -> api.AIAgent 
     return next(iter(owners), None)
 
 
-def observed(memo: kopf.Memo, indices: dict[str, Any]) -> IndexedObserved:
+def observed(memo: kopf.Memo, indices: dict[str, Any], *, asking: bool = True) -> IndexedObserved:
+    """The facts from the indices (`asking=False`: and nothing else, for the event loop)."""
     return IndexedObserved(
         memo.kube,
         pods=indices["agent_pods"],
@@ -192,22 +220,113 @@ def observed(memo: kopf.Memo, indices: dict[str, Any]) -> IndexedObserved:
         applied_here=memo.applied_here,
         secrets_seen=memo.secrets_seen,
         status_versions=memo.status_versions,
+        model_configs_by_name=indices["model_configs_by_name"],
+        secrets=indices["secret_versions"],
+        agents=indices["aiagents_by_name"],
+        asking=asking,
     )
 
 
 @kopf.on.resume(*AIAGENTS)
 @kopf.on.create(*AIAGENTS)
 @kopf.on.update(*AIAGENTS)
-def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
     agent = api.AIAgent.from_body(body)
     try:
         reconcile.reconcile_agent(agent, memo.kube, memo.settings, observed(memo, kwargs))
-    except reconcile.SecretNotReady as exc:
+    except (reconcile.SecretNotReady, reconcile.ModelConfigNotReady) as exc:
         raise kopf.TemporaryError(str(exc), delay=memo.settings.secret_retry_seconds) from None
     except reconcile.ComponentNotReady as exc:
         raise kopf.TemporaryError(str(exc), delay=memo.settings.component_retry_seconds) from None
     except reconcile.ChildRefused as exc:
         raise kopf.PermanentError(str(exc)) from None
+    finally:
+        if reason != "resume":  # after a restart every agent resumes: its sharers are due anyway
+            for other in budget_sharers(memo, kwargs, agent):
+                reconcile_quietly(memo, kwargs, other)
+
+
+def budget_sharers(
+    memo: kopf.Memo, indices: dict[str, Any], agent: api.AIAgent
+) -> list[api.AIAgent]:
+    """The other agents that share a ModelConfig's namespace budget with `agent`: when it comes,
+    goes or changes its replicas, their shares change too (each pod's share is the budget over
+    all their pods). From the indices alone."""
+    key = model_configs.config_key(agent)
+    if key is None:
+        return []
+    facts = observed(memo, indices, asking=False)
+    config = facts.model_config(*key)
+    if config is None or config.spec.namespace_budget is None:
+        return []
+    return [other for other in facts.sharing(agent, key) if other.uid != agent.uid]
+
+
+def reconcile_quietly(memo: kopf.Memo, indices: dict[str, Any], agent: api.AIAgent) -> None:
+    """Reconcile an agent because something it uses changed (a ModelConfig, a Secret, a budget
+    sharer), not the agent itself: what goes wrong shows in its status, and Kopf's own handler
+    for the agent keeps its retries."""
+    try:
+        reconcile.reconcile_agent(agent, memo.kube, memo.settings, observed(memo, indices))
+    except (
+        reconcile.SecretNotReady,
+        reconcile.ModelConfigNotReady,
+        reconcile.ComponentNotReady,
+        reconcile.ChildRefused,
+    ) as exc:
+        logger.info("%s/%s: %s", agent.namespace, agent.name, exc)
+    except KubeError as exc:
+        logger.warning("%s/%s: reconcile failed: %s", agent.namespace, agent.name, exc.message)
+
+
+async def reconcile_users(
+    memo: kopf.Memo, indices: dict[str, Any], agents: list[api.AIAgent]
+) -> None:
+    for agent in agents:
+        await in_pool(memo, functools.partial(reconcile_quietly, memo, indices, agent))
+
+
+def changed(type: str | None, **_: Any) -> bool:
+    """A change seen by the watch (not an object listed at startup: the agents resume anyway)."""
+    return type in ("ADDED", "MODIFIED", "DELETED")
+
+
+@kopf.on.event(*MODEL_CONFIGS, when=changed)
+async def model_config_changed(
+    namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Every agent that uses the ModelConfig follows it: a new model or endpoint rolls its pods,
+    a deleted or narrowed one makes it Pending with a reason that names the ModelConfig."""
+    key = (namespace or "", name)
+    users = [
+        agent
+        for agents in kwargs["aiagents_by_name"].values()
+        for agent in agents
+        if model_configs.config_key(agent) == key and not agent.deleting
+    ]
+    await reconcile_users(memo, kwargs, users)
+
+
+@kopf.on.event(*SECRETS, when=changed)
+async def secret_changed(
+    body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A Secret an agent's pods read changed (its key rotated, say): the agent is rendered again,
+    its pod template carries the Secret's new version, and its pods roll."""
+    if controlled_by_aiagent(body):
+        return  # a key copy: `_on_child_event` restores it
+    key = (namespace or "", name)
+    facts = observed(memo, kwargs, asking=False)
+    users = []
+    for agents in kwargs["aiagents_by_name"].values():
+        for agent in agents:
+            if agent.deleting:
+                continue
+            config_key = model_configs.config_key(agent)
+            config = facts.model_config(*config_key) if config_key else None
+            if key in model_configs.secrets_read(agent, config):
+                users.append(agent)
+    await reconcile_users(memo, kwargs, users)
 
 
 def deleted(type: str, **_: Any) -> bool:
@@ -215,11 +334,14 @@ def deleted(type: str, **_: Any) -> bool:
 
 
 @kopf.on.event(*AIAGENTS, when=deleted)
-async def forget_aiagent(uid: str, memo: kopf.Memo, **_: Any) -> None:
+async def forget_aiagent(uid: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """What this process keeps per agent goes with it: the essence Kopf compares and the version
     of our last status write (a child's applied digest goes with the child)."""
     memo.diffbase.forget(uid)
     memo.status_versions.pop(uid, None)
+    if (body.get("spec") or {}).get("modelRef"):
+        sharers = budget_sharers(memo, kwargs, api.AIAgent.from_body(body))
+        await reconcile_users(memo, kwargs, sharers)
 
 
 def forget_applied(applied_here: dict[ChildKey, str], child: kopf.Body, namespace: str) -> None:
@@ -240,7 +362,8 @@ async def _on_child_event(
     if type == "DELETED":
         forget_applied(memo.applied_here, body, namespace or "")
     child = dict(body)
-    work = reconcile.child_event_work(type, child, owner, memo.settings)
+    facts = observed(memo, kwargs, asking=False)
+    work = reconcile.child_event_work(type, child, owner, memo.settings, facts)
     if work == "restore":
         await in_pool(
             memo,

@@ -60,13 +60,22 @@ async def _wait_for(self: aiotoggles.ToggleSet, state: bool) -> None:
 
 
 def _without_managed_fields(decoded: Any) -> Any:
-    """A watch event, a list or an object, as decoded, less its objects' `managedFields`."""
+    """A watch event, a list or an object, as decoded, less its objects' `managedFields`, and
+    less the values of Secrets (the operator watches Secrets for their versions and keys only:
+    their values never enter Kopf's memory, its logs or its indices)."""
     if isinstance(decoded, dict):
+        secrets = decoded.get("kind") == "SecretList"
         objects = decoded.get("items") or [decoded.get("object") or decoded]
         for obj in objects:
-            metadata = obj.get("metadata") if isinstance(obj, dict) else None
+            if not isinstance(obj, dict):
+                continue
+            metadata = obj.get("metadata")
             if isinstance(metadata, dict):
                 metadata.pop("managedFields", None)
+            if secrets or obj.get("kind") == "Secret":
+                for field in ("data", "stringData"):
+                    if isinstance(obj.get(field), dict):
+                        obj[field] = dict.fromkeys(obj[field], "")
     return decoded
 
 

@@ -11,17 +11,19 @@ import time
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
-from . import api, components, render
+from . import api, components, model_configs, render
 from .components import SeenComponent, seen_component
 from .kube import Kube, KubeError, is_controlled_by
 from .status import Sidecar, pod_problem, sidecar_of
 
 ChildKey = tuple[str, str, str]  # kind, namespace, name
 SecretKey = tuple[str, str]  # namespace, name
-# How long a Secret found usable is taken as still usable without asking again: a thousand agents
-# naming one Secret cost one read per this many seconds, not one per event. Nothing watches
-# Secrets (the operator may not list them), so a deletion is noticed by the next pass anyway.
+# How long a Secret found usable is taken as still usable without asking again, when the Secrets'
+# index has not seen it yet: a thousand agents naming one Secret cost one read per this many
+# seconds, not one per event.
 SECRET_FRESH_SECONDS = 10.0
+SecretSeen = tuple[str, frozenset[str]]  # a Secret's resourceVersion and keys (never values)
+Problem = tuple[str, str]  # reason, message
 STALE = ""  # `status_written` with this version: the index's owner was refused as out of date
 
 
@@ -59,11 +61,74 @@ class Observed:
         return pod_problem(self.kube.list_pods(agent.namespace, render.selector_labels(agent)))
 
     def secret_problem(self, agent: api.AIAgent) -> str | None:
-        """Why the agent's API key Secret cannot be used, or None (also when it names none)."""
-        ref = agent.spec.model.api_key_secret_ref
-        if ref is None:
+        """Why the agent's API key Secret cannot be used, or None (also when it names none, and
+        when its ModelConfig cannot be used: `model_problem` says why). For a ModelConfig, the
+        Secret is the platform's, which the operator copies."""
+        if agent.spec.model is not None:
+            ref = agent.spec.model.api_key_secret_ref
+            if ref is None:
+                return None
+            keys = self._secret_keys(agent.namespace, ref.name)
+            return secret_problem_of(agent.namespace, ref, keys)
+        config = self._usable_config(agent)
+        if config is None or config.spec.api_key_secret_ref is None:
             return None
-        return secret_problem_of(agent.namespace, ref, self._secret_keys(agent.namespace, ref.name))
+        ref = config.spec.api_key_secret_ref
+        keys = self._secret_keys(config.namespace, ref.name)
+        problem = secret_problem_of(config.namespace, ref, keys)
+        where = f"ModelConfig {config.namespace}/{config.name}"
+        return problem and f"{where}: {problem.replace('spec.model.', 'spec.')}"
+
+    def model_problem(self, agent: api.AIAgent) -> Problem | None:
+        """(reason, message) when the agent's ModelConfig cannot be used; None otherwise."""
+        key = model_configs.config_key(agent)
+        if key is None:
+            return None
+        try:
+            model_configs.check(agent, self.model_config(*key))
+        except model_configs.ModelConfigProblem as problem:
+            return problem.reason, problem.message
+        return None
+
+    def _usable_config(self, agent: api.AIAgent) -> api.ModelConfig | None:
+        key = model_configs.config_key(agent)
+        config = self.model_config(*key) if key else None
+        return config if config is not None and config.allows(agent.namespace) else None
+
+    def effective(self, agent: api.AIAgent) -> api.AIAgent:
+        """The agent as rendered: its ModelConfig resolved, the versions of the Secrets its pods
+        read, its shared budget (`model_configs.effective`). Raises ModelConfigProblem."""
+        key = model_configs.config_key(agent)
+        config = self.model_config(*key) if key else None
+        versions = {
+            secret: self.secret_version(*secret)
+            for secret in model_configs.secrets_read(agent, config)
+        }
+        sharing: list[api.AIAgent] = []
+        if key and config is not None and config.spec.namespace_budget is not None:
+            sharing = self.sharing(agent, key)
+        return model_configs.effective(agent, config, versions, sharing)
+
+    def model_config(self, namespace: str, name: str) -> api.ModelConfig | None:
+        """The ModelConfig, or None when there is none (or no such kind yet)."""
+        try:
+            body = self.kube.get(api.API_VERSION, api.MODEL_CONFIG_KIND, namespace, name)
+        except KubeError as exc:
+            if exc.no_such_api:
+                return None
+            raise
+        return None if body is None else api.ModelConfig.from_body(body)
+
+    def secret_version(self, namespace: str, name: str) -> str | None:
+        """The Secret's resourceVersion, or None when it does not exist."""
+        secret = self.kube.get("v1", "Secret", namespace, name)
+        return None if secret is None else str(secret["metadata"].get("resourceVersion", ""))
+
+    def sharing(self, agent: api.AIAgent, key: tuple[str, str]) -> list[api.AIAgent]:
+        """The agents of the agent's namespace that use the ModelConfig `key`."""
+        items = self.kube.list(api.API_VERSION, api.KIND, agent.namespace, {})
+        agents = [api.AIAgent.from_body(item) for item in items]
+        return [a for a in agents if model_configs.config_key(a) == key and not a.deleting]
 
     def _secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         return self.kube.secret_keys(namespace, name)
@@ -99,6 +164,10 @@ class Observed:
     def applied(self, manifest: Mapping[str, object], digest: str) -> None:
         """Note that the child was just applied with `digest`."""
 
+    def may_have(self, key: ChildKey) -> bool:
+        """Whether the child may exist (asked of the API, it may: look)."""
+        return True
+
     def owned_components(self, agent: api.AIAgent) -> set[str]:
         """Names of the Components this agent controls (none where the cluster has no Dapr)."""
         try:
@@ -132,8 +201,18 @@ class IndexedObserved(Observed):
         applied_here: MutableMapping[ChildKey, str] | None = None,
         secrets_seen: MutableMapping[SecretKey, tuple[float, frozenset[str]]] | None = None,
         status_versions: MutableMapping[str, str] | None = None,
+        model_configs_by_name: Mapping[tuple[str, str], Iterable[api.ModelConfig]] | None = None,
+        secrets: Mapping[tuple[str, str], Iterable[SecretSeen]] | None = None,
+        agents: Mapping[tuple[str, str], Iterable[api.AIAgent]] | None = None,
+        *,
+        asking: bool = True,
     ) -> None:
         super().__init__(kube)
+        # False: what the indices lack does not exist (no request, for Kopf's event loop).
+        self._asking = asking
+        self._configs = model_configs_by_name if model_configs_by_name is not None else {}
+        self._secret_index = secrets if secrets is not None else {}
+        self._agents = agents if agents is not None else {}
         self._pods = pods
         self._components = components_by_name
         self._owned = components_by_owner
@@ -160,7 +239,32 @@ class IndexedObserved(Observed):
     def status_written(self, agent: api.AIAgent, resource_version: str) -> None:
         self._written[agent.uid] = resource_version
 
+    def model_config(self, namespace: str, name: str) -> api.ModelConfig | None:
+        for config in self._configs.get((namespace, name), ()):
+            return config
+        # Created a moment ago, or absent: ask.
+        return super().model_config(namespace, name) if self._asking else None
+
+    def secret_version(self, namespace: str, name: str) -> str | None:
+        for version, _ in self._secret_index.get((namespace, name), ()):
+            return version
+        return super().secret_version(namespace, name) if self._asking else None
+
+    def may_have(self, key: ChildKey) -> bool:
+        return key in self._mine or bool(self._digests_of(key))
+
+    def sharing(self, agent: api.AIAgent, key: tuple[str, str]) -> list[api.AIAgent]:
+        return [
+            other
+            for (namespace, _), others in self._agents.items()
+            if namespace == agent.namespace
+            for other in others
+            if model_configs.config_key(other) == key and not other.deleting
+        ]
+
     def _secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        for _, indexed in self._secret_index.get((namespace, name), ()):
+            return indexed
         seen = self._secrets.get((namespace, name))
         if seen is not None and time.monotonic() - seen[0] < SECRET_FRESH_SECONDS:
             return seen[1]

@@ -7,7 +7,7 @@ import logging
 from collections import OrderedDict
 from typing import Any, Literal, NamedTuple
 
-from . import api, components, render
+from . import api, components, model_configs, render
 from .components import ComponentFact, SeenComponent
 from .kube import Kube, KubeError, is_controlled_by
 from .observed import STALE, Observed
@@ -23,6 +23,11 @@ class SecretNotReady(Exception):
 
 class ChildRefused(Exception):
     """The API server refused a rendered child; retrying the same spec cannot help."""
+
+
+class ModelConfigNotReady(Exception):
+    """The AIAgent's ModelConfig is missing or does not allow its namespace; rechecked until
+    that changes (and at once when the ModelConfig does)."""
 
 
 class ComponentNotReady(Exception):
@@ -51,12 +56,23 @@ DESIRED_CACHE_SIZE = 512
 def desired(agent: api.AIAgent, settings: OperatorSettings) -> Desired:
     """`render` of the agent's children and Components, remembered for the same agent and spec.
     The manifests are shared: never modify them (`render.stamped` copies what it changes)."""
-    key = (agent.namespace, agent.name, agent.uid, agent.generation, agent.spec.model_dump_json())
+    key = (
+        agent.namespace,
+        agent.name,
+        agent.uid,
+        agent.generation,
+        # The derived fields too (`model_configs.effective`): a rotated Secret rolls the pods.
+        agent.model_dump_json(include={"spec", "secrets_version", "budget", "key_source_version"}),
+    )
     cached = _DESIRED.get(key)
     if cached is not None and cached[0] is settings:
         _DESIRED.move_to_end(key)
         return cached[1]
-    wanted = Desired(render.render_children(agent, settings), components.render_components(agent))
+    children = render.render_children(agent, settings)
+    key_copy = model_configs.render_key_copy(agent)
+    if key_copy is not None:
+        children.insert(0, key_copy)  # before the pods that read it
+    wanted = Desired(children, components.render_components(agent))
     _DESIRED[key] = (settings, wanted)
     if len(_DESIRED) > DESIRED_CACHE_SIZE:
         _DESIRED.popitem(last=False)
@@ -76,7 +92,13 @@ def reconcile_agent(
     """
     observed = observed or Observed(kube)
     secret_problem = observed.secret_problem(agent)
-    children, inline = desired(agent, settings)
+    try:
+        rendered = observed.effective(agent)
+    except model_configs.ModelConfigProblem as problem:
+        # Nothing is applied: the pods keep the model they have until the ModelConfig is back.
+        refresh_status(kube, agent, observed.deployment(agent), None, settings, observed)
+        raise ModelConfigNotReady(problem.message) from None
+    children, inline = desired(rendered, settings)
     deployment: dict[str, Any] | None = None
     claimed: dict[str, ComponentFact] = {}
     current: render.Manifest | None = None
@@ -114,9 +136,20 @@ def reconcile_agent(
         refresh_status(kube, agent, deployment, secret_problem, settings, observed, facts)
 
     wanted = {(c["apiVersion"], c["kind"]) for c in children}
+    copy = ("Secret", agent.namespace, model_configs.key_copy_name(agent))
+    if (
+        ("v1", "Secret") not in wanted
+        and observed.may_have(copy)
+        and kube.delete_if_controlled_by("v1", "Secret", agent.namespace, copy[2], agent.uid)
+    ):
+        logger.info("deleted Secret %s/%s: the agent uses no ModelConfig key", *copy[1:])
     for api_version, kind in render.PRUNABLE:
-        if (api_version, kind) not in wanted and kube.delete_if_controlled_by(
-            api_version, kind, agent.namespace, agent.name, agent.uid
+        if (
+            (api_version, kind) not in wanted
+            and observed.may_have((kind, agent.namespace, agent.name))
+            and kube.delete_if_controlled_by(
+                api_version, kind, agent.namespace, agent.name, agent.uid
+            )
         ):
             logger.info(
                 "deleted %s %s/%s: no longer in the spec", kind, agent.namespace, agent.name
@@ -137,9 +170,25 @@ def apply_child(
     digest = render.applied_hash(manifest)
     if not drifted and observed.unchanged(manifest, digest):
         return None
-    applied = kube.apply(render.stamped(manifest, digest))
+    body = render.stamped(manifest, digest)
+    if manifest["kind"] == "Secret":
+        # A ModelConfig's key copy: its value is read now, from the source the manifest names,
+        # and goes from that Secret to this one and nowhere else (not in the digest, not logged).
+        value = _key_value(kube, manifest["metadata"]["annotations"])
+        if value is None:
+            return None  # the source is gone or lacks the key: `secret_problem` reports it
+        body["data"] = {model_configs.KEY_COPY_KEY: value}
+    applied = kube.apply(body)
     observed.applied(manifest, digest)
     return applied
+
+
+def _key_value(kube: Kube, annotations: dict[str, str]) -> str | None:
+    """The (base64) value the key copy is made from, or None when it cannot be read."""
+    namespace, name, key = annotations[model_configs.SOURCE_ANNOTATION].split("/", 2)
+    source = kube.get("v1", "Secret", namespace, name)
+    value = ((source or {}).get("data") or {}).get(key)
+    return value if isinstance(value, str) else None
 
 
 def claim_component(
@@ -257,6 +306,7 @@ def refresh_status(
         agent,
         deployment,
         secret_problem=secret_problem,
+        model_problem=observed.model_problem(agent),
         stuck=stuck,
         components=facts,
         sidecars=sidecars,
@@ -355,14 +405,16 @@ def child_event_work(
     child: dict[str, Any],
     owner: api.AIAgent | None,
     settings: OperatorSettings,
+    observed: Observed,
 ) -> Literal["restore", "report"] | None:
     """What a child's event asks for. "restore": the child differs from what its owner (as the
     index has it) wants, or was deleted (`on_child_event`, which reads the owner afresh).
     "report": a Deployment whose controller has caught up with its spec, so its status may have
-    news (`report_deployment`). None: nothing, the most common answer. Pure: no request."""
+    news (`report_deployment`). None: nothing, the most common answer. No request, given an
+    `observed` that answers from indices alone."""
     if owner is None or not is_controlled_by(child, owner.uid):
         return None  # the owner is gone (garbage collection under way) or was recreated
-    if _drift(event_type, child, owner, settings) is not None:
+    if _drift(event_type, child, owner, settings, observed) is not None:
         return "restore"
     if child["kind"] == "Deployment" and event_type != "DELETED" and _settled(child):
         return "report"
@@ -385,10 +437,10 @@ def on_child_event(
     a status from the Deployment is written only over the owner's current version (see
     `report_deployment`), so neither is a status written a moment ago overwritten.
     """
-    work = child_event_work(event_type, child, owner, settings)
+    observed = observed or Observed(kube)
+    work = child_event_work(event_type, child, owner, settings, observed)
     if work is None or owner is None:
         return
-    observed = observed or Observed(kube)
     if work == "report":
         report_deployment(kube, owner, child, settings, observed)
         return
@@ -397,7 +449,7 @@ def on_child_event(
         return
     owner = fresh
     is_deployment = child["kind"] == "Deployment"
-    wanted = _drift(event_type, child, owner, settings)
+    wanted = _drift(event_type, child, owner, settings, observed)
     if wanted is not None:
         logger.info(
             "restoring %s %s/%s (%s)",
@@ -426,11 +478,20 @@ def on_child_event(
 
 
 def _drift(
-    event_type: str | None, child: dict[str, Any], owner: api.AIAgent, settings: OperatorSettings
+    event_type: str | None,
+    child: dict[str, Any],
+    owner: api.AIAgent,
+    settings: OperatorSettings,
+    observed: Observed,
 ) -> dict[str, Any] | None:
     """The child as the owner wants it, if the actual one was deleted or differs; else None
-    (also when the owner no longer wants the child: pruning handles that)."""
-    children, inline = desired(owner, settings)
+    (also when the owner no longer wants the child: pruning handles that, and when its
+    ModelConfig cannot be used: the reconcile reports that)."""
+    try:
+        rendered = observed.effective(owner)
+    except model_configs.ModelConfigProblem:
+        return None
+    children, inline = desired(rendered, settings)
     for wanted in children + inline:
         same = (wanted["kind"], wanted["metadata"]["name"])
         if same == (child["kind"], child["metadata"]["name"]):

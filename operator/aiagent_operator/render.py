@@ -1,8 +1,10 @@
 """Pure functions from an AIAgent to the Kubernetes objects it stands for. No I/O.
 
 Children of an AIAgent `<name>`: ConfigMap `<name>-agent`, Deployment `<name>`, Service `<name>`,
-and HorizontalPodAutoscaler `<name>` while autoscaling is enabled. Each carries the common labels
-and a controller ownerReference, so the API server's garbage collector removes it with its owner.
+and HorizontalPodAutoscaler `<name>` while autoscaling is enabled (and, from their own modules,
+the Secret `<name>-model-key` for a ModelConfig's key, and the NetworkPolicy `<name>`). Each
+carries the common labels and a controller ownerReference, so the API server's garbage collector
+removes it with its owner.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 from agent_runtime.config import (
     API_KEY_ENV,
     AgentConfig,
+    LimitsFields,
+    LimitsSection,
     agent_config_from_manifest,
     mcp_header_env,
 )
@@ -44,6 +48,10 @@ GENERATION_ANNOTATION = f"{api.GROUP}/generation"
 # A digest of the child exactly as the operator applied it: a reconcile whose rendered child has
 # the digest the live one carries applies nothing (a restart with nothing changed writes nothing).
 APPLIED_HASH_ANNOTATION = f"{api.GROUP}/applied-hash"
+# On the pod template: a digest of the resourceVersions of the Secrets the pods read, so that a
+# rotated key (the Secret's value changed, the AIAgent not) rolls the pods onto it.
+SECRETS_VERSION_ANNOTATION = f"{api.GROUP}/secrets-version"
+NAMESPACE_ENV = "AIAGENT_NAMESPACE"
 
 
 def configmap_name(agent: api.AIAgent) -> str:
@@ -75,7 +83,8 @@ def owner_reference(agent: api.AIAgent) -> dict[str, Any]:
     }
 
 
-def _metadata(agent: api.AIAgent, name: str, **extra: Any) -> dict[str, Any]:
+def child_metadata(agent: api.AIAgent, name: str, **extra: Any) -> dict[str, Any]:
+    """A child's metadata: its name, the agent's namespace and labels, the agent as controller."""
     return {
         "name": name,
         "namespace": agent.namespace,
@@ -96,14 +105,31 @@ def render_agent_config(agent: api.AIAgent) -> AgentConfig:
         if agent.spec.agent.config_map_ref
         else None
     )
-    return agent_config_from_manifest(manifest, framework_config_path=framework_config)
+    config = agent_config_from_manifest(manifest, framework_config_path=framework_config)
+    return config.model_copy(update={"limits": render_limits(agent)})
+
+
+def limit_divisor(agent: api.AIAgent) -> int:
+    """The pods that share the agent's limits when each counts alone: its replicas, or the most
+    the autoscaler may run (so that the pods together never exceed a limit)."""
+    spec = agent.spec
+    return max(1, spec.autoscaling.max_replicas if spec.autoscaling.enabled else spec.replicas)
+
+
+def render_limits(agent: api.AIAgent) -> LimitsSection:
+    """agent.yaml's limits: the spec's, each pod's share, and a shared ModelConfig budget. None
+    set: the empty section, which agent.yaml leaves out (a replica count alone changes nothing)."""
+    own = agent.spec.limits
+    if own == LimitsFields() and agent.budget is None:
+        return LimitsSection()
+    return LimitsSection(**own.model_dump(), divisor=limit_divisor(agent), budget=agent.budget)
 
 
 def render_configmap(agent: api.AIAgent) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(agent, configmap_name(agent)),
+        "metadata": child_metadata(agent, configmap_name(agent)),
         "data": {CONFIG_FILE: render_agent_config(agent).to_yaml()},
     }
 
@@ -197,7 +223,7 @@ def container_resources(agent: api.AIAgent, settings: OperatorSettings) -> dict[
 
 def _env(agent: api.AIAgent) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
-    ref = agent.spec.model.api_key_secret_ref
+    ref = agent.model.api_key_secret_ref
     if ref:
         env.append(
             {
@@ -208,6 +234,10 @@ def _env(agent: api.AIAgent) -> list[dict[str, Any]]:
     env += _mcp_header_env(agent)
     # The root filesystem is read-only; frameworks (CrewAI) write caches under $HOME.
     env.append({"name": "HOME", "value": "/tmp"})
+    # The runtime labels its metrics with its namespace (and its name, from agent.yaml).
+    env.append(
+        {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    )
     env += [var.to_wire() for var in agent.spec.env]
     return env
 
@@ -346,6 +376,11 @@ def render_pod_template(
             "annotations": {
                 **spec.pod_annotations,
                 CONFIG_HASH_ANNOTATION: config_hash(configmap),
+                **(
+                    {SECRETS_VERSION_ANNOTATION: agent.secrets_version}
+                    if agent.secrets_version
+                    else {}
+                ),
                 **dapr_annotations(agent),
             },
         },
@@ -374,7 +409,7 @@ def render_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(
+        "metadata": child_metadata(
             agent, agent.name, annotations={GENERATION_ANNOTATION: str(agent.generation)}
         ),
         "spec": spec,
@@ -385,7 +420,7 @@ def render_service(agent: api.AIAgent) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(agent, agent.name),
+        "metadata": child_metadata(agent, agent.name),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(agent),
@@ -421,7 +456,7 @@ def render_hpa(agent: api.AIAgent) -> Manifest:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(agent, agent.name),
+        "metadata": child_metadata(agent, agent.name),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": agent.name},
             "minReplicas": scaling.min_replicas,
@@ -432,13 +467,21 @@ def render_hpa(agent: api.AIAgent) -> Manifest:
 
 
 # Kinds that exist only while the spec asks for them; the operator deletes them otherwise.
-PRUNABLE = [("autoscaling/v2", "HorizontalPodAutoscaler")]
+PRUNABLE = [
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+]
 
 
 def render_children(agent: api.AIAgent, settings: OperatorSettings) -> list[Manifest]:
     """Every child the AIAgent asks for, in apply order (config before the pods that mount it)."""
+    from .network_policy import render_network_policy  # it builds on this module
+
     configmap = render_configmap(agent)
     children = [configmap, render_deployment(agent, settings, configmap), render_service(agent)]
+    policy = render_network_policy(agent, settings)
+    if policy is not None:
+        children.insert(0, policy)  # so that a new agent's pods never run without it
     if agent.spec.autoscaling.enabled:
         children.append(render_hpa(agent))
     return children

@@ -90,12 +90,17 @@ def _assess(
     deployment: dict[str, Any] | None,
     secret_problem: str | None,
     stuck: tuple[str, str] | None = None,
+    model_problem: tuple[str, str] | None = None,
 ) -> tuple[api.Phase, bool, str, str]:
     """(phase, ready, reason, message) for the Ready condition.
 
     Ready means every wanted replica runs the current spec and passes its readiness probe; while
     a rollout or scale-up is under way the agent is Progressing (old pods keep serving meanwhile).
     """
+    if model_problem:
+        # The children stay as they were (pods keep serving with the last model); the agent is
+        # not Ready until its ModelConfig can be used again.
+        return "Pending", False, model_problem[0], model_problem[1]
     if secret_problem:
         return "Pending", False, "SecretNotFound", secret_problem
     if deployment is None:
@@ -228,6 +233,7 @@ def compute_status(
     deployment: dict[str, Any] | None,
     *,
     secret_problem: str | None = None,
+    model_problem: tuple[str, str] | None = None,
     pods: list[dict[str, Any]] | None = None,
     stuck: tuple[str, str] | None = None,
     components: list[ComponentFact] | None = None,
@@ -236,7 +242,8 @@ def compute_status(
     now: str | None = None,
 ) -> api.AIAgentStatus:
     """The status an AIAgent should show, given its Deployment (None: not there), whether its
-    API key Secret is usable (`secret_problem` says why not), and its pods (read only while not
+    API key Secret is usable (`secret_problem` says why not), its ModelConfig (`model_problem`:
+    reason and message when it cannot be used), and its pods (read only while not
     every replica is ready; a stuck container makes the agent Failed or Degraded), or what a
     stuck one says (`stuck`, from the pod index).
 
@@ -246,7 +253,7 @@ def compute_status(
     cluster without Dapr would otherwise show every agent Degraded, since Dapr is on by default.
     """
     stuck = stuck or (pod_problem(pods) if pods else None)
-    phase, ready, reason, message = _assess(agent, deployment, secret_problem, stuck)
+    phase, ready, reason, message = _assess(agent, deployment, secret_problem, stuck, model_problem)
     generation = _applied_generation(deployment)
     timestamp = now or now_rfc3339()
     conditions = [

@@ -112,15 +112,20 @@ def test_which_child_events_need_work(
     kind: str, status: dict[str, Any], work: str | None, settings: OperatorSettings
 ) -> None:
     agent = make_agent()
-    children = {c["kind"]: c for c in reconcile.render.render_children(agent, settings)}
+    facts = IndexedObserved(
+        None, pods={}, components_by_name={}, components_by_owner={}, asking=False
+    )  # type: ignore[arg-type]
+    # As the operator renders it: with the versions of its Secrets (none known here).
+    rendered = facts.effective(agent)
+    children = {c["kind"]: c for c in reconcile.render.render_children(rendered, settings)}
     child = {**children[kind], "status": status}
     child["metadata"] = {**child["metadata"], "generation": 1}  # its ownerReferences: rendered
-    assert reconcile.child_event_work("MODIFIED", child, agent, settings) == work
-    assert reconcile.child_event_work("DELETED", child, agent, settings) == "restore"
+    assert reconcile.child_event_work("MODIFIED", child, agent, settings, facts) == work
+    assert reconcile.child_event_work("DELETED", child, agent, settings, facts) == "restore"
     if kind == "ConfigMap":
         edited = {**child, "data": {"agent.yaml": "edited by hand"}}
-        assert reconcile.child_event_work("MODIFIED", edited, agent, settings) == "restore"
-    assert reconcile.child_event_work("MODIFIED", child, None, settings) is None  # owner gone
+        assert reconcile.child_event_work("MODIFIED", edited, agent, settings, facts) == "restore"
+    assert reconcile.child_event_work("MODIFIED", child, None, settings, facts) is None
 
 
 def test_the_agents_deployment_and_its_digest_come_from_the_deployment_index() -> None:

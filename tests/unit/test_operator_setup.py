@@ -66,7 +66,7 @@ def test_what_the_operator_keeps_of_an_agent_goes_when_it_is_deleted() -> None:
     diffbase.store(body=body, patch=kopf.Patch(), essence=diffbase.build(body=body))
     memo = kopf.Memo(diffbase=diffbase, status_versions={"u-1": "7", "u-2": "8"})
     assert handlers.deleted(type="DELETED") and not handlers.deleted(type="MODIFIED")
-    asyncio.run(handlers.forget_aiagent(uid="u-1", memo=memo))
+    asyncio.run(handlers.forget_aiagent(uid="u-1", body=body, memo=memo))
     assert diffbase.fetch(body=body) is None
     assert memo.status_versions == {"u-2": "8"}
 
