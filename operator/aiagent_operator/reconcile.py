@@ -7,7 +7,7 @@ import logging
 from collections import OrderedDict
 from typing import Any, Literal, NamedTuple
 
-from . import api, components, model_configs, render
+from . import api, components, events, model_configs, render
 from .components import ComponentFact, SeenComponent
 from .kube import Kube, KubeError, is_controlled_by
 from .observed import STALE, Observed
@@ -369,6 +369,7 @@ def write_status(
         return
     if observed is not None:
         observed.status_written(agent, version)
+    events.announce(kube, agent, agent.status, status)
 
 
 def report_deployment(
