@@ -106,6 +106,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.kube = Kube.from_environment(connections=memo.settings.handler_workers)
     # What this process applied last, per child: the digest index may lag behind it.
     memo.applied_here = {}
+    memo.copy_versions = {}  # per key copy (a Secret): the version our last apply made
     memo.secrets_seen = {}  # Secrets found usable a moment ago (their keys, never values)
     memo.status_versions = {}  # per AIAgent uid: the resourceVersion our last status write made
     memo.diffbase = configure_kopf(settings, memo.settings)
@@ -223,6 +224,7 @@ def observed(memo: kopf.Memo, indices: dict[str, Any], *, asking: bool = True) -
         model_configs_by_name=indices["model_configs_by_name"],
         secrets=indices["secret_versions"],
         agents=indices["aiagents_by_name"],
+        copy_versions=memo.copy_versions,
         asking=asking,
     )
 

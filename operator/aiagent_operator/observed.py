@@ -161,12 +161,16 @@ class Observed:
         the API, nothing is known: apply."""
         return False
 
-    def applied(self, manifest: Mapping[str, object], digest: str) -> None:
-        """Note that the child was just applied with `digest`."""
+    def applied(self, manifest: Mapping[str, object], digest: str, version: str = "") -> None:
+        """Note that the child was just applied with `digest`, which made it `version`."""
 
     def may_have(self, key: ChildKey) -> bool:
         """Whether the child may exist (asked of the API, it may: look)."""
         return True
+
+    def key_copy_tampered(self, copy: Mapping[str, Any]) -> bool:
+        """Whether a key copy was changed by someone else (nothing known here: no)."""
+        return False
 
     def owned_components(self, agent: api.AIAgent) -> set[str]:
         """Names of the Components this agent controls (none where the cluster has no Dapr)."""
@@ -204,12 +208,14 @@ class IndexedObserved(Observed):
         model_configs_by_name: Mapping[tuple[str, str], Iterable[api.ModelConfig]] | None = None,
         secrets: Mapping[tuple[str, str], Iterable[SecretSeen]] | None = None,
         agents: Mapping[tuple[str, str], Iterable[api.AIAgent]] | None = None,
+        copy_versions: MutableMapping[ChildKey, str] | None = None,
         *,
         asking: bool = True,
     ) -> None:
         super().__init__(kube)
         # False: what the indices lack does not exist (no request, for Kopf's event loop).
         self._asking = asking
+        self._copy_versions = copy_versions if copy_versions is not None else {}
         self._configs = model_configs_by_name if model_configs_by_name is not None else {}
         self._secret_index = secrets if secrets is not None else {}
         self._agents = agents if agents is not None else {}
@@ -252,6 +258,11 @@ class IndexedObserved(Observed):
 
     def may_have(self, key: ChildKey) -> bool:
         return key in self._mine or bool(self._digests_of(key))
+
+    def key_copy_tampered(self, copy: Mapping[str, Any]) -> bool:
+        """Whether a key copy's version is not the one this process's last apply made."""
+        version = str(copy["metadata"].get("resourceVersion", ""))
+        return self._copy_versions.get(child_key(copy)) != version
 
     def sharing(self, agent: api.AIAgent, key: tuple[str, str]) -> list[api.AIAgent]:
         return [
@@ -297,8 +308,13 @@ class IndexedObserved(Observed):
             return facts if is_controlled_by(facts, agent.uid) else super().deployment(agent)
         return super().deployment(agent)
 
-    def applied(self, manifest: Mapping[str, object], digest: str) -> None:
-        self._mine[child_key(manifest)] = digest
+    def applied(self, manifest: Mapping[str, object], digest: str, version: str = "") -> None:
+        key = child_key(manifest)
+        self._mine[key] = digest
+        if key[0] == "Secret":
+            # A key copy's value is not in its digest (nor in what the watch brings): a version
+            # this process did not write means someone else changed it (`key_copy_tampered`).
+            self._copy_versions[key] = version
 
     def sidecars(self, agent: api.AIAgent) -> list[Sidecar]:
         return list(self._pods.get((agent.namespace, agent.name), ()))

@@ -179,7 +179,7 @@ def apply_child(
             return None  # the source is gone or lacks the key: `secret_problem` reports it
         body["data"] = {model_configs.KEY_COPY_KEY: value}
     applied = kube.apply(body)
-    observed.applied(manifest, digest)
+    observed.applied(manifest, digest, str(applied.get("metadata", {}).get("resourceVersion", "")))
     return applied
 
 
@@ -417,6 +417,8 @@ def child_event_work(
         return None  # the owner is gone (garbage collection under way) or was recreated
     if _drift(event_type, child, owner, settings, observed) is not None:
         return "restore"
+    if child["kind"] == "Secret" and event_type == "MODIFIED" and observed.key_copy_tampered(child):
+        return "restore"
     if child["kind"] == "Deployment" and event_type != "DELETED" and _settled(child):
         return "report"
     return None
@@ -438,9 +440,11 @@ def on_child_event(
     a status from the Deployment is written only over the owner's current version (see
     `report_deployment`), so neither is a status written a moment ago overwritten.
     """
+    if owner is None:
+        return
     observed = observed or Observed(kube)
     work = child_event_work(event_type, child, owner, settings, observed)
-    if work is None or owner is None:
+    if work is None:
         return
     if work == "report":
         report_deployment(kube, owner, child, settings, observed)
@@ -451,6 +455,8 @@ def on_child_event(
     owner = fresh
     is_deployment = child["kind"] == "Deployment"
     wanted = _drift(event_type, child, owner, settings, observed)
+    if wanted is None and child["kind"] == "Secret" and observed.key_copy_tampered(child):
+        wanted = _drift("DELETED", child, owner, settings, observed)  # its value: from the source
     if wanted is not None:
         logger.info(
             "restoring %s %s/%s (%s)",

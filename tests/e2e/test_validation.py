@@ -58,7 +58,12 @@ CASES = [
         with_changes(model={"name": "m", "provider": "openai-compatible"}),
         ["spec.model.baseURL", "model.baseURL is required"],
     ),
-    ("missing model", "bad-no-model", {"framework": "langchain"}, ["spec.model", "Required"]),
+    (
+        "missing model",
+        "bad-no-model",
+        {"framework": "langchain"},
+        ["spec", "set exactly one of spec.model (the model, inline) or spec.modelRef"],
+    ),
     (
         "model without a name",
         "bad-model-name",
