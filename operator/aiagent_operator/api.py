@@ -158,12 +158,6 @@ class ModelConfigSpec(ModelSpec):
     )
 
 
-class ModelConfigStatus(CamelModel):
-    """What the operator last saw of the ModelConfig's users."""
-
-    agents: int | None = Field(None, description="AIAgents using this ModelConfig.")
-
-
 class ModelConfig(CamelModel):
     """A ModelConfig as the operator reads it from the API server."""
 

@@ -184,7 +184,6 @@ def aiagent_crd() -> dict[str, Any]:
 MODEL_CONFIG_PRINTER_COLUMNS = [
     {"name": "Provider", "type": "string", "jsonPath": ".spec.provider"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.name"},
-    {"name": "Agents", "type": "integer", "jsonPath": ".status.agents"},
     {"name": "BaseURL", "type": "string", "jsonPath": ".spec.baseURL", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
@@ -202,7 +201,6 @@ def model_config_schema() -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": structural_schema(api.ModelConfigSpec),
-            "status": structural_schema(api.ModelConfigStatus),
         },
     }
 
@@ -229,7 +227,6 @@ def model_config_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "schema": {"openAPIV3Schema": model_config_schema()},
-                    "subresources": {"status": {}},
                     "additionalPrinterColumns": MODEL_CONFIG_PRINTER_COLUMNS,
                 }
             ],
