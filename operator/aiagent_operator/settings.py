@@ -33,6 +33,11 @@ class OperatorSettings(BaseSettings):
     liveness_endpoint: str = Field(
         "http://0.0.0.0:8080/healthz", description="Kopf's liveness probe URL; empty: off."
     )
+    metrics_endpoint: str = Field(
+        "http://0.0.0.0:9090/metrics",
+        description="Where the operator serves its Prometheus metrics (and /readyz on the same "
+        "port); empty: off.",
+    )
     standalone: bool = Field(False, description="Run without peering (a single replica, tests).")
     peering_name: str = Field("aiagent-operator", description="Kopf peering object name.")
     # Kopf pauses every operator that sees a peer of the same priority, so replicas must differ:
@@ -42,6 +47,11 @@ class OperatorSettings(BaseSettings):
         16,
         ge=1,
         description="Threads that run reconciles at once (each mostly waits on the API server).",
+    )
+    network_policy_default: bool = Field(
+        False,
+        description="Whether an AIAgent that leaves spec.networkPolicy.enabled unset gets a "
+        "NetworkPolicy.",
     )
     secret_retry_seconds: int = Field(
         15, ge=1, description="How often an AIAgent whose API key Secret is missing is rechecked."
