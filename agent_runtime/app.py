@@ -20,8 +20,9 @@ from .api import a2a, chat, invoke, operations, pubsub, responses
 from .config import AgentConfig, BuiltinTool
 from .dapr import DaprPublisher
 from .errors import Redactor, RuntimeFailure
+from .limits import Limiter, capped
 from .logs import request_id
-from .metrics import Metrics
+from .metrics import MeteredAdapter, Metrics
 from .middleware import RuntimeMiddleware
 from .sessions import DaprSessionStore, InMemorySessionStore, SessionStore
 from .settings import RuntimeSettings, api_key_for
@@ -74,8 +75,9 @@ def create_app(
     """An app serving `config`'s agent. `on_fatal` is called if the agent cannot be built."""
     settings = settings or RuntimeSettings.from_environment()
     api_key = api_key_for(config.model)
-    metrics = Metrics()
+    metrics = Metrics(config.name, settings.namespace)
     with_pubsub = answers_pubsub(config, settings)
+    limiter = Limiter.for_agent(config, settings, metrics)
     state = RuntimeState(
         config=config,
         settings=settings,
@@ -83,6 +85,7 @@ def create_app(
         redact=Redactor(settings.secrets(config)),
         metrics=metrics,
         publisher=DaprPublisher(settings.dapr_http_port) if with_pubsub else None,
+        limiter=limiter,
     )
 
     # Built-in tool names stay the built-ins': an MCP tool may not take one.
@@ -99,7 +102,9 @@ def create_app(
                 extra_tools = await toolbox.connect(settings.mcp_connect_seconds, waiting_for_mcp)
                 state.build_error = None
             # Importing a framework takes seconds: keep the event loop (and /healthz) free.
-            state.adapter = await asyncio.to_thread(adapter_factory, config, api_key, extra_tools)
+            built = capped(config)  # limits.maxTokensPerRequest bounds model.maxTokens
+            adapter = await asyncio.to_thread(adapter_factory, built, api_key, extra_tools)
+            state.adapter = MeteredAdapter(adapter, metrics, built.model, limiter.spend)
         except Exception as exc:  # any failure to build is fatal, and must say why
             # An MCP server's error already says which and why; for others the type helps.
             why = str(exc) if isinstance(exc, McpStartupError) else f"{type(exc).__name__}: {exc}"
@@ -112,13 +117,14 @@ def create_app(
             state.built.set()
         state.build_seconds = time.perf_counter() - started
         logger.info(
-            "agent %s (%s, %s/%s) ready in %.2f s; sessions in %s%s%s",
+            "agent %s (%s, %s/%s) ready in %.2f s; sessions in %s; limits counted in %s%s%s",
             config.name,
             config.framework,
             config.model.provider,
             config.model.name,
             state.build_seconds,
             state.sessions.kind,
+            limiter.counting,
             f"; answering {config.dapr.pubsub}/{config.dapr.subscribe.topic}"
             if with_pubsub and config.dapr.subscribe
             else "",
@@ -133,6 +139,7 @@ def create_app(
         await asyncio.gather(task, return_exceptions=True)  # no MCP connect left half-done
         await toolbox.close()
         await state.sessions.close()
+        await limiter.close()
         if state.publisher is not None:
             await state.publisher.close()
 
@@ -153,6 +160,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         auth_token=settings.auth_token,
         app_api_token=settings.app_api_token,
+        limiter=limiter,
     )
     _install_error_handlers(app, state)
     return app

@@ -1,4 +1,5 @@
-"""One ASGI middleware for what every request needs: id, body limit, auth, metrics, a log line.
+"""One ASGI middleware for what every request needs: id, body limit, auth, limits, metrics, a log
+line.
 
 Pure ASGI (not BaseHTTPMiddleware) so streaming responses flow through untouched and a client
 disconnect still reaches the route, which cancels the upstream model call.
@@ -15,6 +16,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .limits import Limiter, RateLimited
 from .logs import request_id
 from .metrics import Metrics
 
@@ -25,6 +27,10 @@ UNAUTHENTICATED_PATHS = {"/healthz", "/readyz"}
 # Called by the Dapr sidecar, which authenticates with its app API token (APP_API_TOKEN, sent
 # as the dapr-api-token header), never with a bearer token.
 DAPR_PATH_PREFIX = "/dapr/"
+# The routes that call the model, admitted by the limits (POST only): refused with a 429 before
+# any of the route's work, and holding their place until the response (a stream too) ends.
+# Pub/sub deliveries are admitted by their route, which answers Dapr in its own terms.
+LIMITED_PATHS = {"/v1/invoke", "/v1/chat/completions", "/v1/responses", "/a2a"}
 
 
 def error_body(status: int, error_type: str, message: str) -> bytes:
@@ -40,12 +46,14 @@ class RuntimeMiddleware:
         max_body_bytes: int,
         auth_token: str,
         app_api_token: str = "",
+        limiter: Limiter | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.auth_token = auth_token.encode()
         self.app_api_token = app_api_token.encode()
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,10 +86,31 @@ class RuntimeMiddleware:
                     f"request body is larger than {self.max_body_bytes} bytes",
                 )
                 return
-            await self.app(scope, _replay(body, receive), send_with_id)
+            limited = scope["method"] == "POST" and scope["path"] in LIMITED_PATHS
+            limiter = self.limiter if limited else None
+            if limiter is not None:
+                try:
+                    await limiter.admit()
+                except RateLimited as refusal:
+                    self.metrics.errors.labels(scope["path"], refusal.error_type).inc()
+                    await self._respond(
+                        send_with_id,
+                        refusal.status_code,
+                        refusal.error_type,
+                        refusal.message,
+                        [(b"retry-after", str(refusal.retry_after).encode())],
+                    )
+                    return
+            try:
+                await self.app(scope, _replay(body, receive), send_with_id)
+            finally:
+                if limiter is not None:
+                    limiter.release()
         finally:
             self.metrics.in_flight.dec()
             route = _route_template(scope)
+            if route == "unmatched" and scope["path"] in LIMITED_PATHS:
+                route = scope["path"]  # refused before routing: still the route it asked for
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(route, scope["method"], str(status["code"])).inc()
             self.metrics.latency.labels(route).observe(elapsed)
@@ -145,8 +174,14 @@ class RuntimeMiddleware:
         return b"".join(chunks)
 
     @staticmethod
-    async def _respond(send: Send, status: int, error_type: str, message: str) -> None:
-        headers = [(b"content-type", b"application/json")]
+    async def _respond(
+        send: Send,
+        status: int,
+        error_type: str,
+        message: str,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -45,6 +45,12 @@ class RuntimeSettings:
     # Where a fatal startup error goes for Kubernetes (the terminationMessagePath).
     termination_log: str = "/dev/termination-log"
     cors_origins: list[str] = field(default_factory=list)
+    # The length of the fixed windows that limits.requestsPerMinute and tokensPerMinute count
+    # in: a minute, as their names say; tests shorten it so they need not wait a minute.
+    limit_window_seconds: int = 60
+    # The agent's namespace (the operator sets it from the downward API), a label of every
+    # metric; empty outside a cluster.
+    namespace: str = ""
 
     @classmethod
     def from_environment(cls) -> RuntimeSettings:
@@ -61,6 +67,8 @@ class RuntimeSettings:
             shutdown_grace_seconds=_int("AIAGENT_SHUTDOWN_GRACE_SECONDS", 25),
             mcp_connect_seconds=max(0, _int("AIAGENT_MCP_CONNECT_SECONDS", 20)),
             termination_log=os.environ.get("AIAGENT_TERMINATION_LOG", cls.termination_log),
+            limit_window_seconds=max(1, _int("AIAGENT_LIMIT_WINDOW_SECONDS", 60)),
+            namespace=os.environ.get("AIAGENT_NAMESPACE", ""),
         )
 
     def secrets(self, config: AgentConfig) -> list[str | None]:

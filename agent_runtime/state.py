@@ -1,4 +1,5 @@
-"""What the routes share for the life of the process: config, the built agent, sessions, metrics."""
+"""What the routes share for the life of the process: config, the built agent, sessions, metrics,
+limits."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .adapters.base import AgentAdapter
 from .config import AgentConfig
 from .dapr import DaprPublisher
 from .errors import NotReady, ProviderTimeout, Redactor, RuntimeFailure
+from .limits import Limiter
 from .metrics import Metrics
 from .sessions import SessionStore
 from .settings import RuntimeSettings
@@ -26,6 +28,7 @@ class RuntimeState:
     redact: Redactor
     metrics: Metrics = field(default_factory=Metrics)
     publisher: DaprPublisher | None = None  # set when the agent answers pub/sub messages
+    limiter: Limiter | None = None  # None: no limits (tests that build a state by hand)
     adapter: AgentAdapter | None = None
     build_error: str | None = None
     build_seconds: float | None = None

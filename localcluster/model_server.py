@@ -14,6 +14,8 @@ It stands in for the LLM provider (the one part no test may call for real) and a
 - model "unhurried-model": answers after 1.5 s (for graceful shutdown);
 - model "broken-model": a 401 whose message repeats the API key it got (for secret scrubbing).
 Streaming (`stream: true`) sends one SSE chunk per word, with usage at the end when asked.
+A request's max_completion_tokens (or max_tokens) cuts the answer to that many words (a word is
+a token here), finish_reason "length", as a provider does; the recorder keeps every request body.
 """
 
 from __future__ import annotations
@@ -134,6 +136,11 @@ def create_app(recorder: Recorder, latency: float = 0.0) -> Starlette:
         if "unhurried-model" in model:
             await asyncio.sleep(UNHURRIED_SECONDS)
         message = answer_for(messages)
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        words = str(message.get("content") or "").split(" ")
+        cut = isinstance(cap, int) and 0 < cap < len(words) and not message.get("tool_calls")
+        if cut:
+            message = {**message, "content": " ".join(words[:cap])}
         usage = {
             "prompt_tokens": _words(messages),
             "completion_tokens": len(str(message.get("content") or "").split()) or 1,
@@ -145,7 +152,7 @@ def create_app(recorder: Recorder, latency: float = 0.0) -> Starlette:
                 _stream(recorder, model, message, usage, body, created),
                 media_type="text/event-stream",
             )
-        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        finish = "tool_calls" if message.get("tool_calls") else "length" if cut else "stop"
         return JSONResponse(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex}",

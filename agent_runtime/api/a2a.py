@@ -132,7 +132,7 @@ def _dispatcher(app: FastAPI, state: RuntimeState) -> JsonRpcDispatcher:
     ROUTE,
     summary="A2A JSON-RPC (1.0 and 0.3)",
     responses={
-        **{code: ERRORS[code] for code in (401, 413, 503)},
+        **{code: ERRORS[code] for code in (401, 413, 429, 503)},
         200: {"content": {"application/json": {}, "text/event-stream": {}}},
     },
     openapi_extra={"requestBody": JSONRPC_BODY},

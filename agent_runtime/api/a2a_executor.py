@@ -127,7 +127,6 @@ class AdapterExecutor(AgentExecutor):
             return
         finally:
             self._cancelled.discard(task_id)
-        state.metrics.count_tokens(state.config.model.name, usage.input_tokens, usage.output_tokens)
         await updater.complete(updater.new_agent_message([Part(text=answer)]))
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:

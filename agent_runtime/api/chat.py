@@ -115,9 +115,6 @@ async def chat_completions(body: ChatCompletionRequest, state: State) -> Any:
         reply = await state.within_timeout(adapter.invoke(messages))
     except RuntimeFailure as failure:
         raise state.safe(failure) from None
-    state.metrics.count_tokens(
-        state.config.model.name, reply.usage.input_tokens, reply.usage.output_tokens
-    )
     return ChatCompletionResponse(
         id=completion_id,
         created=created,
@@ -184,6 +181,5 @@ async def _events(
             }
             yield f"data: {json.dumps(body)}\n\n"
         yield "data: [DONE]\n\n"
-        state.metrics.count_tokens(state.config.model.name, usage.input_tokens, usage.output_tokens)
     finally:
         await stream.close()

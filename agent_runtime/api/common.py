@@ -32,6 +32,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         409: "Other turns of the session kept changing it; this turn was not recorded.",
         413: "Request body too large.",
         422: "Invalid request.",
+        429: "Over one of the agent's limits (agent.yaml `limits`); nothing reached the model. "
+        "Retry-After says in how many seconds to try again.",
         502: "The model provider (or the Dapr state store) failed.",
         503: "The agent is not built yet.",
         504: "The model provider did not answer in time.",

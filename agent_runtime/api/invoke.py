@@ -54,7 +54,6 @@ async def invoke(body: InvokeRequest, state: State) -> InvokeResponse:
     # A turn of this session recorded meanwhile is kept: this one goes after it.
     await state.sessions.append(session_id, history, [question, answer])
     usage = reply.usage
-    state.metrics.count_tokens(state.config.model.name, usage.input_tokens, usage.output_tokens)
     return InvokeResponse(
         output=reply.output,
         session_id=session_id,

@@ -9,7 +9,8 @@ pkg/runtime/subscription/subscription.go):
 - `{"status": "DROP"}`: bad input. Dapr does not retry it and publishes it to the dead-letter
   topic at once.
 - `{"status": "RETRY"}`: the provider (or the state store, or publishing) still failed after
-  the runtime's own attempts. Dapr retries as its resiliency policy for the component says
+  the runtime's own attempts, or the agent's limits (agent.yaml `limits`, the same budget as
+  HTTP requests) are spent for now. Dapr retries as its resiliency policy for the component says
   (none unless one is configured), then publishes it to the dead-letter topic. Only if that
   publish fails too does Dapr hand the failure to the broker component (its redelivery rules).
 
@@ -34,6 +35,7 @@ from fastapi import APIRouter, Request
 from ..adapters.base import AgentAdapter, AgentReply, ChatMessage
 from ..config import DaprSubscription
 from ..errors import RuntimeFailure
+from ..limits import RateLimited
 from ..state import RuntimeState
 from .common import SESSION_ID_PATTERN, State
 
@@ -103,6 +105,27 @@ async def _handle(
             "dropping a message from %s (to %s): %s", subscribe.topic, subscribe.dead_letter, exc
         )
         return "DROP"
+    if state.limiter is not None:
+        try:
+            await state.limiter.admit()
+        except RateLimited as refusal:
+            logger.info(
+                "message %s from %s handed back to Dapr: %s",
+                question.correlation_id,
+                subscribe.topic,
+                refusal.message,
+            )
+            return "RETRY"
+    try:
+        return await _answer_and_publish(state, question, pubsub, subscribe)
+    finally:
+        if state.limiter is not None:
+            state.limiter.release()
+
+
+async def _answer_and_publish(
+    state: RuntimeState, question: Question, pubsub: str, subscribe: DaprSubscription
+) -> Status:
     try:
         reply = await _answer(state, question)
         assert state.publisher is not None
@@ -143,9 +166,6 @@ async def _answer(state: RuntimeState, question: Question) -> AgentReply:
     # Recorded before the answer is published: if publishing fails, Dapr redelivers and the
     # turn may be recorded twice (at-least-once), but an answer never outruns its memory.
     await state.sessions.append(question.session_id, history, [asked, answer])
-    state.metrics.count_tokens(
-        state.config.model.name, reply.usage.input_tokens, reply.usage.output_tokens
-    )
     return reply
 
 

@@ -370,9 +370,6 @@ async def create_response(body: CreateResponseRequest, state: State) -> Any:
         reply = await state.within_timeout(adapter.invoke(turn.sent()))
     except RuntimeFailure as failure:
         raise state.safe(failure) from None
-    state.metrics.count_tokens(
-        state.config.model.name, reply.usage.input_tokens, reply.usage.output_tokens
-    )
     await turn.record(state, reply.output)
     return turn.response("completed", reply.output, reply.usage)
 
@@ -421,7 +418,6 @@ async def _events(
                 await turn.record(state, text)  # before response.completed: its id must work
             except RuntimeFailure as exc:
                 failure = state.redact(exc.message)
-        state.metrics.count_tokens(state.config.model.name, usage.input_tokens, usage.output_tokens)
         if failure is not None:
             yield event("response.failed", response=turn.response("failed", error=failure))
             return

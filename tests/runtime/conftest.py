@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from localcluster.model_server import ModelServer
 from localcluster.procs import free_port
@@ -148,3 +149,14 @@ def broken_runtime(
     yield started
     started.stop()
     assert API_KEY not in started.log(), "the API key reached the broken runtime's log"
+
+
+def metric(text: str, sample: str, **labels: str) -> float:
+    """The sum of a Prometheus exposition's samples named `sample` whose labels include `labels`
+    (every series also carries `agent` and `namespace`); 0 when there is none."""
+    return sum(
+        found.value
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+        if found.name == sample and labels.items() <= found.labels.items()
+    )

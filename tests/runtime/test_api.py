@@ -10,7 +10,7 @@ import yaml
 
 from localcluster.model_server import ModelServer
 
-from .conftest import API_KEY, FRAMEWORKS, Runtime, RuntimeFactory, agent_config
+from .conftest import API_KEY, FRAMEWORKS, Runtime, RuntimeFactory, agent_config, metric
 
 
 def test_invoke(runtime: Runtime) -> None:
@@ -126,24 +126,23 @@ def test_metrics_count_what_happened(runtime: Runtime) -> None:
     def scrape() -> str:
         return httpx.get(f"{runtime.base_url}/metrics").text
 
-    def value(text: str, prefix: str) -> float:
-        return sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
-        )
-
     before = scrape()
     httpx.post(f"{runtime.base_url}/v1/invoke", json={"input": "count me"}, timeout=30)
     httpx.post(f"{runtime.base_url}/v1/invoke", json={}, timeout=30)  # a 422
     after = scrape()
-    ok = 'aiagent_http_requests_total{method="POST",route="/v1/invoke",status="200"}'
-    bad = 'aiagent_http_requests_total{method="POST",route="/v1/invoke",status="422"}'
-    assert value(after, ok) == value(before, ok) + 1
-    assert value(after, bad) == value(before, bad) + 1
-    tokens_in = 'aiagent_llm_tokens_total{direction="in",model="fake-model"}'
-    assert value(after, tokens_in) > value(before, tokens_in)
-    assert 'aiagent_http_request_duration_seconds_bucket{le="0.005",route="/v1/invoke"}' in after
+    requests = "aiagent_http_requests_total"
+    ok = {"method": "POST", "route": "/v1/invoke", "status": "200"}
+    bad = {**ok, "status": "422"}
+    assert metric(after, requests, **ok) == metric(before, requests, **ok) + 1
+    assert metric(after, requests, **bad) == metric(before, requests, **bad) + 1
+    tokens_in = {"direction": "in", "model": "fake-model"}
+    assert metric(after, "aiagent_llm_tokens_total", **tokens_in) > metric(
+        before, "aiagent_llm_tokens_total", **tokens_in
+    )
+    duration = "aiagent_http_request_duration_seconds_bucket"
+    assert metric(after, duration, le="120.0", route="/v1/invoke") >= 2
     assert "aiagent_http_requests_in_flight" in after
-    assert value(after, 'aiagent_errors_total{route="/v1/invoke",type="invalid_request"}') >= 1
+    assert metric(after, "aiagent_errors_total", route="/v1/invoke", type="invalid_request") >= 1
     assert API_KEY not in after
 
 

@@ -20,7 +20,7 @@ import pytest
 from localcluster.model_server import ModelServer
 from tests.dapr.sidecar import PUBSUB, STATE_STORE, DaprSidecar, build_daprd
 
-from .conftest import API_KEY, Runtime, RuntimeFactory, agent_config, start_runtime
+from .conftest import API_KEY, Runtime, RuntimeFactory, agent_config, metric, start_runtime
 from .dapr_tap import DaprTap
 
 QUESTIONS, ANSWERS, DEAD = "questions", "answers", "questions-dead"
@@ -81,6 +81,11 @@ class Bus:
         headers = {"authorization": f"Bearer {AUTH_TOKEN}"}
         return httpx.get(f"{self.runtime.base_url}/metrics", headers=headers).text
 
+    def messages(self, outcome: str) -> float:
+        """aiagent_pubsub_messages_total for the questions topic and `outcome`."""
+        total = "aiagent_pubsub_messages_total"
+        return metric(self.metrics(), total, outcome=outcome, topic=QUESTIONS)
+
 
 def _data(event: dict[str, Any]) -> dict[str, Any]:
     data = event.get("data")
@@ -100,13 +105,21 @@ def _wait(what: str, done: Any, again: Any, log: Any, timeout: float = 60) -> No
     raise AssertionError(f"timed out waiting for {what}; daprd log:\n{log()}")
 
 
-def start_bus(model_server: ModelServer, tmp_path: Path, model: str) -> Iterator[Bus]:
+def start_bus(
+    model_server: ModelServer,
+    tmp_path: Path,
+    model: str,
+    *,
+    limits: dict[str, Any] | None = None,
+    resiliency: str = RESILIENCY,
+    env: dict[str, str] | None = None,
+) -> Iterator[Bus]:
     tap = DaprTap(PUBSUB, [ANSWERS, DEAD])
     with DaprSidecar(
         build_daprd(),
-        app_id=f"bus-{model}",
+        app_id=f"bus-{model}{'-limited' if limits else ''}",
         app_port=tap.port,  # daprd waits for it, then asks it for subscriptions
-        resources=[RESILIENCY],
+        resources=[resiliency],
         env={"APP_API_TOKEN": APP_TOKEN},
     ) as dapr:
         config = agent_config(
@@ -119,14 +132,16 @@ def start_bus(model_server: ModelServer, tmp_path: Path, model: str) -> Iterator
                 "pubsub": PUBSUB,
                 "subscribe": {"topic": QUESTIONS, "replyTopic": ANSWERS},  # dead letters: default
             },
+            limits=limits or {},
         )
-        env = {
+        runtime_env = {
             **dapr.env(),
             "APP_API_TOKEN": APP_TOKEN,
             "AIAGENT_AUTH_TOKEN": AUTH_TOKEN,
             "AIAGENT_PUBSUB_MAX_ATTEMPTS": str(PROVIDER_ATTEMPTS),
+            **(env or {}),
         }
-        runtime = start_runtime(config, tmp_path, env=env)
+        runtime = start_runtime(config, tmp_path, env=runtime_env)
         tap.target = runtime.base_url
         tap.start()
         bus = Bus(dapr, tap, runtime)
@@ -205,7 +220,7 @@ def test_a_question_is_answered_on_the_reply_topic(bus: Bus) -> None:
         timeout=30,
     )
     assert response.json()["output"] == "Echo: over HTTP now (turn 3)"
-    assert 'aiagent_pubsub_messages_total{outcome="success",topic="questions"}' in bus.metrics()
+    assert bus.messages("success") >= 1
 
 
 def test_the_cloudevent_id_is_the_default_correlation_id(bus: Bus) -> None:
@@ -247,7 +262,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_without_retries(
     # Told DROP once; the inbound retry policy does not apply to a dropped message.
     assert bus.statuses(event_id) == ["DROP"]
     assert not [e for e in bus.tap.events(ANSWERS) if _data(e).get("correlationId") == event_id]
-    assert 'aiagent_pubsub_messages_total{outcome="drop",topic="questions"}' in bus.metrics()
+    assert bus.messages("drop") >= 1
 
 
 def test_a_failing_provider_is_retried_then_dead_lettered(
@@ -266,9 +281,7 @@ def test_a_failing_provider_is_retried_then_dead_lettered(
     ]
     assert len(calls) == PROVIDER_ATTEMPTS * DAPR_DELIVERIES
     assert not [e for e in broken_bus.tap.events(ANSWERS) if _data(e).get("correlationId")]
-    assert (
-        'aiagent_pubsub_messages_total{outcome="retry",topic="questions"}' in broken_bus.metrics()
-    )
+    assert broken_bus.messages("retry") >= 1
     # The provider's error echoes the API key; the runtime's log must not.
     log = broken_bus.runtime.log()
     assert "handed back to Dapr" in log
@@ -286,3 +299,59 @@ def test_no_subscription_without_a_sidecar(
     runtime = runtime_factory(config)  # no DAPR_HTTP_PORT: nothing would deliver
     assert httpx.get(f"{runtime.base_url}/dapr/subscribe").status_code == 404
     assert "no Dapr sidecar is present" in runtime.log()
+
+
+LIMIT_WINDOW = 4
+PATIENT_RESILIENCY = f"""\
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: agent-inbound
+spec:
+  policies:
+    retries:
+      past-the-window:
+        policy: constant
+        duration: 1s
+        maxRetries: {3 * LIMIT_WINDOW}
+  targets:
+    components:
+      {PUBSUB}:
+        inbound:
+          retry: past-the-window
+"""
+
+
+@pytest.fixture(scope="module")
+def limited_bus(
+    model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bus]:
+    # One request per window, and a Resiliency that keeps retrying past the window's end.
+    yield from start_bus(
+        model_server,
+        tmp_path_factory.mktemp("limited"),
+        "fake-model",
+        limits={"requestsPerMinute": 1},
+        resiliency=PATIENT_RESILIENCY,
+        env={"AIAGENT_LIMIT_WINDOW_SECONDS": str(LIMIT_WINDOW)},
+    )
+
+
+def test_over_the_limit_a_message_is_handed_back_for_a_retry_not_dropped(
+    limited_bus: Bus,
+) -> None:
+    left = LIMIT_WINDOW - time.time() % LIMIT_WINDOW
+    if left < LIMIT_WINDOW - 1:  # both messages into one fresh window
+        time.sleep(left + 0.1)
+    limited_bus.ask({"input": "first in", "correlationId": "l-1"}, "l-1")
+    limited_bus.ask({"input": "second in", "correlationId": "l-2"}, "l-2")
+    # Both are answered in the end: one at once, the other once a window had room for it.
+    assert limited_bus.answer_to("l-1")["output"] == "Echo: first in (turn 1)"
+    assert limited_bus.answer_to("l-2")["output"] == "Echo: second in (turn 1)"
+    first, second = limited_bus.statuses("l-1"), limited_bus.statuses("l-2")
+    assert sorted([first[0], second[0]]) == ["RETRY", "SUCCESS"], (first, second)
+    assert first[-1] == second[-1] == "SUCCESS"
+    assert not [e for e in limited_bus.tap.events(DEAD) if e.get("id") in ("l-1", "l-2")]
+    text = limited_bus.metrics()
+    assert metric(text, "aiagent_rate_limited_total", limit="requests") >= 1
+    assert limited_bus.messages("retry") >= 1

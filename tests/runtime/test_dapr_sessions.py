@@ -5,7 +5,6 @@ lost on restart."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 from localcluster.model_server import ModelServer
 from tests.dapr.sidecar import STATE_STORE, DaprSidecar, build_daprd
 
-from .conftest import RuntimeFactory, agent_config
+from .conftest import RuntimeFactory, agent_config, metric
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +95,7 @@ def test_replicas_on_one_store_continue_each_others_sessions(
 
 
 def conflicts(base_url: str) -> float:
-    text = httpx.get(f"{base_url}/metrics").text
-    found = re.search(r"^aiagent_session_conflicts_total ([0-9.e+]+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+    return metric(httpx.get(f"{base_url}/metrics").text, "aiagent_session_conflicts_total")
 
 
 def test_concurrent_turns_of_one_session_all_land(
