@@ -347,6 +347,11 @@ def agent_config_from_manifest(
     """
     spec = dict(manifest.get("spec") or {})
     name = (manifest.get("metadata") or {}).get("name") or "agent"
+    if spec.get("modelRef") and not spec.get("model"):
+        raise ConfigError(
+            "spec.modelRef names a ModelConfig, which only the operator resolves in a cluster: "
+            "give spec.model to run this agent here"
+        )
     model = {
         k: v for k, v in (spec.get("model") or {}).items() if k not in _OPERATOR_ONLY_MODEL_FIELDS
     }
@@ -370,6 +375,8 @@ def agent_config_from_manifest(
                 "pubsub": _component_name(dapr, "pubsub"),
                 "subscribe": dapr.get("subscribe"),
             },
+            # The spec's limits hold on a laptop too (one process: no share to divide).
+            "limits": spec.get("limits") or {},
         }
     )
 

@@ -118,3 +118,18 @@ def test_cli_check_prints_config_or_one_line_error(
     assert aiagent(["check", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("aiagent: ") and "model.name" in err and "\n" not in err
+
+
+def test_a_manifest_with_a_model_ref_says_it_needs_the_cluster() -> None:
+    manifest = {
+        "metadata": {"name": "a"},
+        "spec": {"framework": "langchain", "modelRef": {"name": "gpt"}},
+    }
+    with pytest.raises(ConfigError, match="spec.modelRef names a ModelConfig.*give spec.model"):
+        agent_config_from_manifest(manifest)
+
+
+def test_a_manifests_limits_hold_when_run_locally() -> None:
+    spec = {"framework": "langchain", "model": {"name": "m"}, "limits": {"requestsPerMinute": 5}}
+    config = agent_config_from_manifest({"metadata": {"name": "a"}, "spec": spec})
+    assert config.limits.requests_per_minute == 5 and config.limits.divisor == 1
