@@ -43,7 +43,8 @@ ROOT_VALIDATIONS = [
 PRINTER_COLUMNS = [
     {"name": "Framework", "type": "string", "jsonPath": ".spec.framework"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
-    {"name": "ModelConfig", "type": "string", "jsonPath": ".spec.modelRef.name"},
+    # -o wide: an agent has a model or a ModelConfig, and the default view stays narrow.
+    {"name": "ModelConfig", "type": "string", "jsonPath": ".spec.modelRef.name", "priority": 1},
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
