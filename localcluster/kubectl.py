@@ -160,15 +160,18 @@ class OperatorProcess:
         self.settings = settings
         self.process: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
+        self.metrics_port = 0
 
     def start(self) -> OperatorProcess:
         from localcluster.procs import free_port
 
         self.liveness_port = free_port()
+        self.metrics_port = free_port()  # operators run side by side: each on a port of its own
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "AIAGENT_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "AIAGENT_METRICS_ENDPOINT": f"http://127.0.0.1:{self.metrics_port}/metrics",
             "AIAGENT_SECRET_RETRY_SECONDS": "3",
             **{f"AIAGENT_{k.upper()}": v for k, v in self.settings.items()},
         }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+from collections.abc import Iterable
 
 # Kopf adapts the `kubernetes` package's model objects when that package is importable, and
 # imports all of it to do so (~55 MB, over 1,200 modules). The operator hands Kopf only dicts and
@@ -14,6 +16,9 @@ sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
 
 import kopf  # noqa: E402
 
+from . import metrics, peering  # noqa: E402
+from .credentials import CredentialsError  # noqa: E402
+from .kube import Kube  # noqa: E402
 from .settings import OperatorSettings  # noqa: E402
 
 
@@ -38,14 +43,41 @@ class SayOnce(logging.Filter):
 
 class QuietRoutine(logging.Filter):
     """Kopf says "succeeded" at INFO for every index update and every event handler, i.e. for
-    each watch event of every child and pod: lines by the thousand while agents are created,
-    and the writing of them a share of the operator's CPU. Those go; reconciles, errors and
-    warnings stay (they say what the operator did or could not do)."""
+    each watch event of every child, pod and Secret: lines by the thousand while agents are
+    created, the writing of them a share of the operator's CPU, and never quiet at rest. Those
+    go (the event handlers' ids are read from Kopf's registry, so a new watch is quiet too), as
+    do timers' and daemons'; reconciles, errors and warnings stay (they say what the operator did
+    or could not do)."""
 
-    ROUTINE = re.compile(r"(Indexer '[^']*'|Handler '(child-[^']*|agent_pod_event)') succeeded\.")
+    ROUTINE = re.compile(
+        r"((Indexer|Timer|Daemon) '[^']*'|Handler '(child-[^']*|agent_pod_event)') succeeded\."
+    )
+    HANDLER = re.compile(r"Handler '([^']*)' succeeded\.")
+
+    def __init__(self, event_handlers: Iterable[str] | None = None) -> None:
+        super().__init__()
+        if event_handlers is None:
+            registry = kopf.get_default_registry()
+            event_handlers = [str(h.id) for h in registry._watching.get_all_handlers()]
+        self.event_handlers = frozenset(event_handlers)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or not self.ROUTINE.fullmatch(record.getMessage())
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        if self.ROUTINE.fullmatch(message):
+            return False
+        handler = self.HANDLER.fullmatch(message)
+        return handler is None or handler.group(1) not in self.event_handlers
+
+
+def quiet_logs() -> None:
+    """Nothing at INFO while nothing changes: no line per child event (`QuietRoutine`), per
+    liveness probe (aiohttp's access log of Kopf's /healthz) or per probe handler run."""
+    logging.getLogger("kopf._core.reactor.observation").addFilter(SayOnce())
+    logging.getLogger("kopf.objects").addFilter(QuietRoutine())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)
 
 
 def main() -> None:
@@ -55,18 +87,39 @@ def main() -> None:
         log_prefix=True,  # every line about an object says which one: [namespace/name]
     )
     logging.getLogger().setLevel(settings.log_level)
-    logging.getLogger("kopf._core.reactor.observation").addFilter(SayOnce())
-    logging.getLogger("kopf.objects").addFilter(QuietRoutine())
     from . import handlers  # noqa: F401  (registers the handlers with Kopf)
 
-    kopf.run(
-        clusterwide=not settings.watch_namespaces,
-        namespaces=settings.watch_namespaces,
-        liveness_endpoint=settings.liveness_endpoint or None,
-        standalone=settings.standalone,
-        peering_name=None if settings.standalone else settings.peering_name,
-        priority=settings.peering_priority,
-    )
+    quiet_logs()
+    readiness = peering.Readiness()
+    metrics.instrument_kopf()
+    metrics.watch_readiness(lambda: readiness.get()[0])
+    server = None
+    if settings.metrics_endpoint:
+        server = metrics.MetricsServer(settings.metrics_endpoint, readiness.get)
+        server.start()
+    try:
+        kube: Kube | None = Kube.from_environment(connections=1)
+    except CredentialsError:
+        kube = None  # Kopf's login says what is wrong with the credentials, in the same words
+    standalone, stop_rechecking = peering.start(kube, settings, readiness)
+    if standalone and not settings.standalone:
+        # The startup handler reads the settings again (handlers.configure_kopf): the fallback
+        # must reach it too, or Kopf would wait for the peering that is not there.
+        os.environ["AIAGENT_STANDALONE"] = "true"
+    kopf.on.probe(id="peering")(readiness.probe)  # /healthz says what peering.py found
+    try:
+        kopf.run(
+            clusterwide=not settings.watch_namespaces,
+            namespaces=settings.watch_namespaces,
+            liveness_endpoint=settings.liveness_endpoint or None,
+            standalone=standalone,
+            peering_name=None if standalone else settings.peering_name,
+            priority=settings.peering_priority,
+        )
+    finally:
+        stop_rechecking()
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":

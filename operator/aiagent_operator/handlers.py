@@ -19,7 +19,16 @@ from typing import Any
 
 import kopf
 
-from . import api, components, credentials, kopf_fixes, model_configs, reconcile, render
+from . import (
+    api,
+    components,
+    credentials,
+    kopf_fixes,
+    metrics,
+    model_configs,
+    reconcile,
+    render,
+)
 from .kube import Kube, KubeError, is_controlled_by
 from .observed import ChildKey, IndexedObserved
 from .settings import OperatorSettings
@@ -101,7 +110,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     memo.settings = OperatorSettings()
     memo.kube = Kube.from_environment(connections=memo.settings.handler_workers)
     # What this process applied last, per child: the digest index may lag behind it.
@@ -113,6 +122,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.executor = settings.execution.executor  # the pool of the sync handlers, for `in_pool`
     memo.deployments_to_report = {}  # (namespace, agent): its newest Deployment, to report soon
     memo.reports_due = {}  # (namespace, agent): the task that will (referenced until it runs)
+    metrics.watch_queue(memo.executor, memo.reports_due)
+    metrics.watch_agents(kwargs["aiagents_by_name"])  # Kopf passes indices to startup handlers
 
 
 async def in_pool(memo: kopf.Memo, work: Callable[[], None]) -> None:
@@ -235,7 +246,8 @@ def observed(memo: kopf.Memo, indices: dict[str, Any], *, asking: bool = True) -
 def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
     agent = api.AIAgent.from_body(body)
     try:
-        reconcile.reconcile_agent(agent, memo.kube, memo.settings, observed(memo, kwargs))
+        with metrics.reconciling():
+            reconcile.reconcile_agent(agent, memo.kube, memo.settings, observed(memo, kwargs))
     except (reconcile.SecretNotReady, reconcile.ModelConfigNotReady) as exc:
         raise kopf.TemporaryError(str(exc), delay=memo.settings.secret_retry_seconds) from None
     except reconcile.ComponentNotReady as exc:
@@ -269,7 +281,8 @@ def reconcile_quietly(memo: kopf.Memo, indices: dict[str, Any], agent: api.AIAge
     sharer), not the agent itself: what goes wrong shows in its status, and Kopf's own handler
     for the agent keeps its retries."""
     try:
-        reconcile.reconcile_agent(agent, memo.kube, memo.settings, observed(memo, indices))
+        with metrics.reconciling():
+            reconcile.reconcile_agent(agent, memo.kube, memo.settings, observed(memo, indices))
     except (
         reconcile.SecretNotReady,
         reconcile.ModelConfigNotReady,
@@ -405,6 +418,7 @@ async def _report_while_news(memo: kopf.Memo, key: tuple[str, str], kwargs: dict
             await in_pool(memo, report)
     except Exception:  # no Kopf handler around this task to log it
         logger.exception("%s/%s: reporting the Deployment's status failed", *key)
+        metrics.error("status_report")
     finally:
         # No await between the loop's last look and this: an event from here on starts a task.
         del memo.reports_due[key]

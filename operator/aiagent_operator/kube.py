@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from . import __version__, api, components
+from . import __version__, api, components, metrics
 from .credentials import Credentials, from_kubeconfig, load
 from .render import FIELD_MANAGER, Manifest
 
@@ -27,8 +27,11 @@ _PLURALS = {
     ("v1", "Service"): "services",
     ("v1", "Secret"): "secrets",
     ("v1", "Pod"): "pods",
+    ("v1", "Event"): "events",
     ("apps/v1", "Deployment"): "deployments",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    (api.API_VERSION, api.MODEL_CONFIG_KIND): api.MODEL_CONFIG_PLURAL,
     (components.API_VERSION, components.KIND): components.PLURAL,
     (api.API_VERSION, api.KIND): api.PLURAL,
 }
@@ -120,7 +123,9 @@ class Kube:
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
+            metrics.api_request("operator", method, path, "unreachable", content_type)
             raise KubeError(status=0, reason="Unreachable", message=str(exc)) from None
+        metrics.api_request("operator", method, path, response.status, content_type)
         if not 200 <= response.status < 300:
             raise _kube_error(response.status, response.reason or "", response.data)
         return json.loads(response.data) if response.data else {}

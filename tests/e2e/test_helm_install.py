@@ -310,10 +310,24 @@ def test_chart_grants_nothing_beyond_the_watched_namespace(
     # NOTES.txt shows the first agent, in the watched namespace.
     assert f"kubectl apply --namespace {agents} -f -" in release.notes
     assert "kind: AIAgent" in release.notes
-    assert can_i(kubectl, release, "patch", "deployments.apps", "-n", agents)
-    assert can_i(kubectl, release, "get", "secrets", "-n", agents)
+    for allowed in (
+        ["patch", "deployments.apps", "-n", agents],
+        # The API key Secrets: read, and for a ModelConfig's key copied and watched for rotation.
+        ["get", "secrets", "-n", agents],
+        ["watch", "secrets", "-n", agents],
+        ["create", "secrets", "-n", agents],
+        ["list", "modelconfigs.aiagents.dev", "-n", agents],
+        ["create", "networkpolicies.networking.k8s.io", "-n", agents],
+        ["delete", "networkpolicies.networking.k8s.io", "-n", agents],
+        ["create", "events.events.k8s.io", "-n", agents],
+        ["list", "kopfpeerings.kopf.dev", "-n", agents],
+    ):
+        assert can_i(kubectl, release, *allowed), allowed
     for denied in (
-        ["list", "secrets", "-n", agents],  # Secrets are read one by one, by name
+        ["list", "secrets", "-n", release.namespace],  # Secrets only where agents are
+        ["list", "secrets", "--all-namespaces"],
+        ["patch", "modelconfigs.aiagents.dev", "-n", agents],  # read, never written
+        ["create", "kopfpeerings.kopf.dev", "-n", agents],  # the chart creates it
         ["delete", "deployments.apps", "-n", agents],
         ["create", "pods", "-n", agents],
         ["patch", "deployments.apps", "-n", release.namespace],  # not a watched namespace

@@ -29,6 +29,9 @@ PASS_THROUGH = {"podSecurityContext", "securityContext", "resources"}
 # (tests/e2e/test_helm_install.py keeps that proof for deployments), with two exceptions:
 # aiagents/finalizers is needed only where the OwnerReferencesPermissionEnforcement admission plugin
 # runs (children set blockOwnerDeletion), and events are for the Events Kopf posts on the AIAgent.
+# ModelConfigs, Secrets beyond `get` and NetworkPolicies serve spec.modelRef (its API key copied
+# into a Secret the operator manages in the agent's namespace, rotation watched) and
+# spec.networkPolicy.
 NAMESPACED_GRANTS = {
     *{("aiagents.dev", "aiagents", v) for v in ("get", "list", "watch", "patch")},
     ("aiagents.dev", "aiagents/status", "patch"),
@@ -39,8 +42,13 @@ NAMESPACED_GRANTS = {
         ("autoscaling", "horizontalpodautoscalers", v)
         for v in ("get", "list", "watch", "create", "patch", "delete")
     },
-    ("", "secrets", "get"),
-    ("", "events", "create"),
+    *{("aiagents.dev", "modelconfigs", v) for v in ("get", "list", "watch")},
+    *{("", "secrets", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
+    *{
+        ("networking.k8s.io", "networkpolicies", v)
+        for v in ("get", "list", "watch", "create", "patch", "delete")
+    },
+    *{(group, "events", v) for group in ("", "events.k8s.io") for v in ("create", "patch")},
     # Agent pods, to report a crash loop or an image pull failure (tests/node proves it), and
     # whether their Dapr sidecar is injected and ready.
     *{("", "pods", v) for v in ("list", "watch")},
@@ -175,12 +183,38 @@ def test_namespaced_mode_rbac() -> None:
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
-def test_no_wildcards_and_no_secret_listing(values: Path) -> None:
+def test_no_wildcards_and_secrets_only_where_agents_are(values: Path) -> None:
     docs = render_chart(values)
     for role in only(docs, "ClusterRole") + only(docs, "Role"):
         granted = grants(role["rules"])
         assert not any("*" in part for grant in granted for part in grant), granted
-        assert {g for g in granted if g[1] == "secrets"} <= {("", "secrets", "get")}
+    # Namespaced mode: Secrets in the watched namespaces alone, none cluster-wide.
+    if yaml.safe_load(values.read_text()).get("watchNamespaces"):
+        for role in only(docs, "ClusterRole"):
+            assert not [g for g in grants(role["rules"]) if g[1] == "secrets"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "kind", "resource"),
+    [
+        ((), "ClusterRole", "clusterkopfpeerings"),
+        (("watchNamespaces={team-a}",), "Role", "kopfpeerings"),
+    ],
+)
+def test_the_operator_creates_its_peering_only_when_the_chart_does_not(
+    sets: tuple[str, ...], kind: str, resource: str
+) -> None:
+    """peering.py creates a missing peering object at startup when RBAC allows: the chart
+    allows it only when it does not create the object itself."""
+
+    def peering_verbs(docs: list[dict[str, Any]]) -> set[str]:
+        (role,) = [r for r in only(docs, kind) if not r["metadata"]["name"].endswith("discovery")]
+        return {v for g, r, v in grants(role["rules"]) if g == "kopf.dev" and r == resource}
+
+    assert peering_verbs(render_chart(sets=sets)) == {"list", "watch", "patch"}
+    without = render_chart(sets=(*sets, "peering.create=false"))
+    assert peering_verbs(without) == {"list", "watch", "patch", "create"}
+    assert not only(without, "ClusterKopfPeering") and not only(without, "KopfPeering")
 
 
 def test_operator_pod_is_restricted() -> None:
@@ -206,6 +240,48 @@ def test_operator_pod_is_restricted() -> None:
     )
 
 
+def test_readiness_probe_and_metrics_service_use_the_metrics_endpoint() -> None:
+    docs = render_chart(CHART / "ci" / "metrics-values.yaml")
+    (container,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    endpoint = env_of(docs)["AIAGENT_METRICS_ENDPOINT"]
+    assert endpoint == f"http://0.0.0.0:{ports['metrics']}/metrics"
+    # The operator serves /readyz beside /metrics (metrics.MetricsServer).
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    (service,) = only(docs, "Service")
+    assert (
+        service["spec"]["selector"].items()
+        <= deployment(docs)["spec"]["selector"]["matchLabels"].items()
+    )
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": ports["metrics"], "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["spec"]["publishNotReadyAddresses"] is True  # a stuck replica is scraped
+    monitors = {m["metadata"]["name"]: m for m in only(docs, "ServiceMonitor")}
+    operator = monitors["rel-aiagent-operator-operator"]
+    assert (
+        operator["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert operator["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NAMESPACE]}
+    assert [e["port"] for e in operator["spec"]["endpoints"]] == ["metrics"]
+    assert operator["metadata"]["labels"]["release"] == "prometheus"
+
+    off = render_chart(sets=("metrics.operator.enabled=false",))
+    (container,) = deployment(off)["spec"]["template"]["spec"]["containers"]
+    assert env_of(off)["AIAGENT_METRICS_ENDPOINT"] == ""
+    assert "readinessProbe" not in container and only(off, "Service") == []
+
+
+def test_dashboard_config_map() -> None:
+    docs = render_chart(CHART / "ci" / "metrics-values.yaml")
+    (dashboard,) = only(docs, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "AI agents"}
+    shipped = json.loads(dashboard["data"]["aiagents.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "aiagents.json").read_text())
+    assert only(render_chart(), "ConfigMap") == []
+
+
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
 def test_operator_settings_read_the_chart_env(
     values: Path, monkeypatch: pytest.MonkeyPatch
@@ -221,6 +297,15 @@ def test_operator_settings_read_the_chart_env(
         "watchNamespaces", []
     )
     assert settings.standalone is False
+    assert settings.network_policy_default is True  # the chart's default: agents get one
+    metrics_enabled = "9191" if "metrics" in values.stem else "9090"
+    assert settings.metrics_endpoint == f"http://0.0.0.0:{metrics_enabled}/metrics"
+
+
+def test_network_policy_default_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = env_of(render_chart(sets=("agentDefaults.networkPolicy=false",)))
+    monkeypatch.setenv("AIAGENT_NETWORK_POLICY_DEFAULT", env["AIAGENT_NETWORK_POLICY_DEFAULT"])
+    assert OperatorSettings().network_policy_default is False
 
 
 def test_ha_values() -> None:
@@ -242,7 +327,9 @@ def test_standalone_refuses_more_than_one_replica() -> None:
 
 def test_service_monitor_selects_the_agents_services() -> None:
     docs = render_chart(CHART / "ci" / "metrics-values.yaml")
-    (monitor,) = only(docs, "ServiceMonitor")
+    (monitor,) = [
+        m for m in only(docs, "ServiceMonitor") if m["metadata"]["name"].endswith("-agents")
+    ]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     # What the operator puts on every agent's Service.
@@ -262,6 +349,9 @@ def test_service_monitor_selects_the_agents_services() -> None:
         ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
         ({"logging": {"level": "LOUD"}}, "/logging/level"),
         ({"agentDefaults": {"cpuRequest": "lots"}}, "/agentDefaults/cpuRequest"),
+        ({"agentDefaults": {"networkPolicy": "yes"}}, "/agentDefaults/networkPolicy"),
+        ({"metrics": {"operator": {"port": 8080}}}, "/metrics/operator/port"),
+        ({"metrics": {"dashboard": {"labels": {"grafana_dashboard": 1}}}}, "grafana_dashboard"),
     ],
 )
 def test_schema_refuses_bad_values(values: dict[str, Any], complaint: str, tmp_path: Path) -> None:

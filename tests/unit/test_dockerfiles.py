@@ -142,9 +142,12 @@ def test_oci_labels(image: Dockerfile) -> None:
 
 def test_operator_entry_point() -> None:
     assert OPERATOR.final.all("ENTRYPOINT") == ['["aiagent-operator"]']
-    # The liveness endpoint Kopf serves by default is the port the image exposes.
-    port = OperatorSettings.model_fields["liveness_endpoint"].default.split(":")[-1].split("/")[0]
-    assert OPERATOR.final.all("EXPOSE") == [port]
+    # The liveness and metrics endpoints the operator serves by default are the ports exposed.
+    ports = [
+        OperatorSettings.model_fields[field].default.split(":")[-1].split("/")[0]
+        for field in ("liveness_endpoint", "metrics_endpoint")
+    ]
+    assert OPERATOR.final.all("EXPOSE") == [" ".join(ports)]
 
 
 def test_agent_image_runs_what_the_operator_asks() -> None:

@@ -43,3 +43,19 @@ def test_bad_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIAGENT_LOG_LEVEL", "LOUD")
     with pytest.raises(ValidationError, match="log_level"):
         OperatorSettings()
+
+
+def test_metrics_and_network_policy_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AIAGENT_METRICS_ENDPOINT", "AIAGENT_NETWORK_POLICY_DEFAULT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = OperatorSettings()
+    assert settings.metrics_endpoint == "http://0.0.0.0:9090/metrics"
+    assert settings.network_policy_default is False  # the chart turns it on
+    monkeypatch.setenv("AIAGENT_METRICS_ENDPOINT", "")
+    monkeypatch.setenv("AIAGENT_NETWORK_POLICY_DEFAULT", "true")
+    settings = OperatorSettings()
+    assert settings.metrics_endpoint == "" and settings.network_policy_default is True
+    # Kopf's liveness and the metrics cannot share a port (both would fail to bind).
+    liveness = OperatorSettings.model_fields["liveness_endpoint"].default
+    metrics = OperatorSettings.model_fields["metrics_endpoint"].default
+    assert liveness.split(":")[2].split("/")[0] != metrics.split(":")[2].split("/")[0]

@@ -90,12 +90,29 @@ The rules the operator needs in every namespace it serves; the same list feeds t
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
-# Only to check that the API key Secret exists and has its key; never listed or watched.
+# ModelConfigs: an AIAgent's spec.modelRef names one (model, endpoint, API key, budget); the
+# operator watches them to render their agents again when one changes (it never writes them).
+- apiGroups: [aiagents.dev]
+  resources: [modelconfigs]
+  verbs: [get, list, watch]
+# Secrets: the API key Secret an agent names is read (does it exist, has it the key?); a
+# ModelConfig's key is copied into a Secret the operator manages in each agent's namespace
+# (created, patched, deleted with the last agent that uses it); Secrets are watched so that a
+# rotated key reaches the agents' pods (their template carries a digest of its version).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
-# Kopf's Events on the AIAgent (the operator posts warnings a person must act on).
+  verbs: [get, list, watch, create, patch, delete]
+# NetworkPolicies: one per AIAgent that asks for it (spec.networkPolicy, or the default
+# agentDefaults.networkPolicy), server-side applied, watched for drift, deleted when turned off.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, patch, delete]
+# Kopf's Events on the AIAgent (the operator posts warnings a person must act on); a repeated
+# Event is patched (its count), through either Events API.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
 {{- end }}
