@@ -255,7 +255,8 @@ def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: A
     except reconcile.ChildRefused as exc:
         raise kopf.PermanentError(str(exc)) from None
     finally:
-        if reason != "resume":  # after a restart every agent resumes: its sharers are due anyway
+        # Once per change (not on retries; after a restart every agent resumes anyway).
+        if reason != "resume" and not kwargs.get("retry"):
             for other in budget_sharers(memo, kwargs, agent):
                 reconcile_quietly(memo, kwargs, other)
 
@@ -279,7 +280,15 @@ def budget_sharers(
 def reconcile_quietly(memo: kopf.Memo, indices: dict[str, Any], agent: api.AIAgent) -> None:
     """Reconcile an agent because something it uses changed (a ModelConfig, a Secret, a budget
     sharer), not the agent itself: what goes wrong shows in its status, and Kopf's own handler
-    for the agent keeps its retries."""
+    for the agent keeps its retries. The agent is taken as the index has it now: it may have
+    changed, or gone, while this waited for a thread."""
+    for current in indices["aiagents_by_name"].get((agent.namespace, agent.name), []):
+        agent = current
+    if agent.deleting or all(
+        a.uid != agent.uid
+        for a in indices["aiagents_by_name"].get((agent.namespace, agent.name), [])
+    ):
+        return
     try:
         with metrics.reconciling():
             reconcile.reconcile_agent(agent, memo.kube, memo.settings, observed(memo, indices))
@@ -297,8 +306,11 @@ def reconcile_quietly(memo: kopf.Memo, indices: dict[str, Any], agent: api.AIAge
 async def reconcile_users(
     memo: kopf.Memo, indices: dict[str, Any], agents: list[api.AIAgent]
 ) -> None:
-    for agent in agents:
-        await in_pool(memo, functools.partial(reconcile_quietly, memo, indices, agent))
+    """Reconcile the agents that use what changed, as many at once as the pool has threads (a
+    ModelConfig may serve hundreds)."""
+    await asyncio.gather(
+        *(in_pool(memo, functools.partial(reconcile_quietly, memo, indices, a)) for a in agents)
+    )
 
 
 def changed(type: str | None, **_: Any) -> bool:
@@ -322,7 +334,13 @@ async def model_config_changed(
     await reconcile_users(memo, kwargs, users)
 
 
-@kopf.on.event(*SECRETS, when=changed)
+def changed_not_deleted(type: str | None, **_: Any) -> bool:
+    """A Secret created or changed. Not deleted: rolling the pods onto a Secret that is gone
+    would only replace serving pods with ones that cannot start (status says it is missing)."""
+    return type in ("ADDED", "MODIFIED")
+
+
+@kopf.on.event(*SECRETS, when=changed_not_deleted)
 async def secret_changed(
     body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
 ) -> None:
@@ -376,6 +394,8 @@ async def _on_child_event(
     owner = indexed_owner(kwargs, (namespace or "", owner_name))
     if type == "DELETED":
         forget_applied(memo.applied_here, body, namespace or "")
+        if body.get("kind") == "Secret":
+            memo.copy_versions.pop(("Secret", namespace or "", body.metadata.name or ""), None)
     child = dict(body)
     facts = observed(memo, kwargs, asking=False)
     work = reconcile.child_event_work(type, child, owner, memo.settings, facts)

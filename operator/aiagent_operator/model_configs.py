@@ -95,7 +95,8 @@ def budget(
     wanted = config.spec.namespace_budget
     if wanted is None or (wanted.requests_per_minute is None and wanted.tokens_per_minute is None):
         return None
-    pods = sum(render.limit_divisor(a) for a in {a.uid: a for a in [agent, *sharing]}.values())
+    agents = {a.uid: a for a in [*sharing, agent]}  # the agent as given, not as indexed
+    pods = sum(render.limit_divisor(a) for a in agents.values())
     return BudgetSection(
         name=f"modelconfig/{config.namespace}/{config.name}/{agent.namespace}",
         requests_per_minute=wanted.requests_per_minute,

@@ -276,6 +276,8 @@ class IndexedObserved(Observed):
     def _secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         for _, indexed in self._secret_index.get((namespace, name), ()):
             return indexed
+        if not self._asking:
+            return None
         seen = self._secrets.get((namespace, name))
         if seen is not None and time.monotonic() - seen[0] < SECRET_FRESH_SECONDS:
             return seen[1]

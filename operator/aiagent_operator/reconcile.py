@@ -25,6 +25,9 @@ class ChildRefused(Exception):
     """The API server refused a rendered child; retrying the same spec cannot help."""
 
 
+KEY_COPY_CONFLICT = "KeyCopyConflict"
+
+
 class ModelConfigNotReady(Exception):
     """The AIAgent's ModelConfig is missing or does not allow its namespace; rechecked until
     that changes (and at once when the ModelConfig does)."""
@@ -62,7 +65,9 @@ def desired(agent: api.AIAgent, settings: OperatorSettings) -> Desired:
         agent.uid,
         agent.generation,
         # The derived fields too (`model_configs.effective`): a rotated Secret rolls the pods.
-        agent.model_dump_json(include={"spec", "secrets_version", "budget", "key_source_version"}),
+        agent.model_dump_json(
+            include={"spec", "secrets_version", "budget", "key_source", "key_source_version"}
+        ),
     )
     cached = _DESIRED.get(key)
     if cached is not None and cached[0] is settings:
@@ -95,7 +100,10 @@ def reconcile_agent(
     try:
         rendered = observed.effective(agent)
     except model_configs.ModelConfigProblem as problem:
-        # Nothing is applied: the pods keep the model they have until the ModelConfig is back.
+        if problem.reason == "ModelConfigNotAllowed":
+            revoke(kube, agent)
+        # Otherwise (the ModelConfig deleted) nothing is applied: the pods keep the model they
+        # have until the ModelConfig is back.
         refresh_status(kube, agent, observed.deployment(agent), None, settings, observed)
         raise ModelConfigNotReady(problem.message) from None
     children, inline = desired(rendered, settings)
@@ -119,6 +127,11 @@ def reconcile_agent(
             # removes the agent too, so there is nothing to build and nothing to report.
             logger.info("%s/%s: namespace is being deleted", agent.namespace, agent.name)
             return
+        if exc.reason == KEY_COPY_CONFLICT and current is not None:
+            # Someone else's Secret has the copy's name: rechecked until it is gone.
+            message = f"Secret {current['metadata']['name']}: {exc.message}"
+            write_status(kube, agent, failed_status(agent, KEY_COPY_CONFLICT, message))
+            raise SecretNotReady(message) from None
         if not exc.is_permanent or current is None:
             raise
         message = f"{current['kind']} {current['metadata']['name']}: {exc.message}"
@@ -161,6 +174,20 @@ def reconcile_agent(
         raise ComponentNotReady("; ".join(message for _, message in component_problems))
 
 
+def revoke(kube: Kube, agent: api.AIAgent) -> None:
+    """A namespace the ModelConfig no longer allows loses the key: its copy, and the pods that
+    hold it (the Deployment; it comes back when the namespace is allowed again)."""
+    copy = model_configs.key_copy_name(agent)
+    for kind, api_version, name in (("Secret", "v1", copy), ("Deployment", "apps/v1", agent.name)):
+        if kube.delete_if_controlled_by(api_version, kind, agent.namespace, name, agent.uid):
+            logger.info(
+                "deleted %s %s/%s: its ModelConfig no longer allows the namespace",
+                kind,
+                agent.namespace,
+                name,
+            )
+
+
 def apply_child(
     kube: Kube, manifest: render.Manifest, observed: Observed, *, drifted: bool = False
 ) -> dict[str, Any] | None:
@@ -174,13 +201,36 @@ def apply_child(
     if manifest["kind"] == "Secret":
         # A ModelConfig's key copy: its value is read now, from the source the manifest names,
         # and goes from that Secret to this one and nowhere else (not in the digest, not logged).
+        _claim_key_copy(kube, manifest)
         value = _key_value(kube, manifest["metadata"]["annotations"])
         if value is None:
             return None  # the source is gone or lacks the key: `secret_problem` reports it
         body["data"] = {model_configs.KEY_COPY_KEY: value}
+        try:
+            applied = kube.apply(body)
+        except KubeError as exc:
+            # Whatever refused it (an admission webhook) may quote the object: say only that.
+            exc.message = f"the API server refused the key copy (HTTP {exc.status} {exc.reason})"
+            raise
+        observed.applied(manifest, digest, str(applied.get("metadata", {}).get("resourceVersion")))
+        return applied
     applied = kube.apply(body)
     observed.applied(manifest, digest, str(applied.get("metadata", {}).get("resourceVersion", "")))
     return applied
+
+
+def _claim_key_copy(kube: Kube, manifest: render.Manifest) -> None:
+    """Never take over a Secret of the copy's name that is not the agent's (an apply with force
+    would, and the agent's deletion would then delete it): refuse, and say what to do."""
+    meta = manifest["metadata"]
+    existing = kube.get("v1", "Secret", meta["namespace"], meta["name"])
+    if existing is not None and not is_controlled_by(existing, meta["ownerReferences"][0]["uid"]):
+        raise KubeError(
+            status=409,
+            reason=KEY_COPY_CONFLICT,
+            message=f"a Secret {meta['name']!r} that is not this agent's exists: the operator "
+            "keeps the ModelConfig's key under that name; rename or delete that Secret",
+        )
 
 
 def _key_value(kube: Kube, annotations: dict[str, str]) -> str | None:

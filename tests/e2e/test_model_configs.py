@@ -149,6 +149,46 @@ def test_a_tenant_uses_the_platforms_model_config_through_a_copy_of_its_key(
         lambda: kubectl.get("deployment", "intruder", other_namespace),
         timeout=60,
     )
+    wait_for("its key copy", lambda: kubectl.get("secret", "intruder-model-key", other_namespace))
+
+    # Allowed no more: the key is taken away, copy and pods, and the agent says why.
+    kubectl.apply(model_config(platform, [namespace]))
+    pending(kubectl, other_namespace, "intruder", "ModelConfigNotAllowed")
+    wait_for(
+        "the key copy and the Deployment deleted",
+        lambda: (
+            kubectl.get("secret", "intruder-model-key", other_namespace) is None
+            and kubectl.get("deployment", "intruder", other_namespace) is None
+        ),
+        timeout=60,
+    )
+    assert kubectl.get("deployment", "bot", namespace) is not None  # the allowed one stays
+
+
+def test_a_secret_of_the_copys_name_is_never_taken_over(
+    kubectl: Kubectl, platform: str, namespace: str
+) -> None:
+    kubectl.apply(model_config(platform, [namespace]))
+    kubectl.apply_secret("bot-model-key", "mine", "a team's own value", namespace=namespace)
+    kubectl.apply(agent("bot", platform), namespace=namespace)
+    refused = wait_for(
+        "the agent to say its key copy's name is taken",
+        lambda: (
+            (a := kubectl.get("aiagent", "bot", namespace))
+            and condition(a, "Ready").get("reason") == "KeyCopyConflict"
+            and a
+        ),
+        timeout=60,
+    )
+    assert "rename or delete that Secret" in condition(refused, "Ready")["message"]
+    theirs = kubectl.get("secret", "bot-model-key", namespace)
+    assert theirs is not None and set(theirs["data"]) == {"mine"}
+    assert not theirs["metadata"].get("ownerReferences")
+    # Their Secret gone, the agent goes ahead by itself (rechecked like a missing Secret).
+    kubectl.run("delete", "secret", "bot-model-key", namespace=namespace)
+    ready_agent(kubectl, namespace, agent("bot", platform))
+    copy = kubectl.get("secret", "bot-model-key", namespace)
+    assert copy is not None and set(copy["data"]) == {"api-key"}
 
 
 def test_a_model_config_change_rolls_its_agents_and_its_deletion_is_reported(

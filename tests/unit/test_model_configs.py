@@ -272,3 +272,15 @@ def test_secret_values_never_reach_kopf() -> None:
     assert kopf_fixes._without_managed_fields(event)["object"]["stringData"] == {"k": ""}
     configmap = {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}}
     assert kopf_fixes._without_managed_fields(configmap)["data"] == {"a": "b"}
+
+
+def test_a_new_key_in_the_same_secret_is_a_new_copy(settings: OperatorSettings) -> None:
+    versions = {(PLATFORM, "openai"): "41"}
+    before = model_configs.effective(ref_agent(), make_config(), versions)
+    moved = make_config(apiKeySecretRef={"name": "openai", "key": "token-v2"})
+    after = model_configs.effective(ref_agent(), moved, versions)
+    copies = [reconcile.desired(a, settings).children[0] for a in (before, after)]
+    assert copies[1]["metadata"]["annotations"][model_configs.SOURCE_ANNOTATION] == (
+        f"{PLATFORM}/openai/token-v2"
+    )
+    assert render.applied_hash(copies[0]) != render.applied_hash(copies[1])
