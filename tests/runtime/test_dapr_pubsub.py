@@ -349,7 +349,10 @@ def test_over_the_limit_a_message_is_handed_back_for_a_retry_not_dropped(
     assert limited_bus.answer_to("l-1")["output"] == "Echo: first in (turn 1)"
     assert limited_bus.answer_to("l-2")["output"] == "Echo: second in (turn 1)"
     first, second = limited_bus.statuses("l-1"), limited_bus.statuses("l-2")
-    assert sorted([first[0], second[0]]) == ["RETRY", "SUCCESS"], (first, second)
+    # Which is refused first depends on when Dapr delivers (on a loaded machine both first
+    # deliveries may land in a window already spent): what holds is that a message over the
+    # limit is handed back, and every one is answered in the end, none dead-lettered.
+    assert "RETRY" in first + second, (first, second)
     assert first[-1] == second[-1] == "SUCCESS"
     assert not [e for e in limited_bus.tap.events(DEAD) if e.get("id") in ("l-1", "l-2")]
     text = limited_bus.metrics()
