@@ -161,9 +161,14 @@ def create_app(
         auth_token=settings.auth_token,
         app_api_token=settings.app_api_token,
         limiter=limiter,
+        body_timeout_seconds=settings.body_timeout_seconds,
     )
     _install_error_handlers(app, state)
     return app
+
+
+# FastAPI's 400 for a body it could not decode at all (malformed JSON is its 422).
+BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
 def _error(status: int, error_type: str, message: str) -> JSONResponse:
@@ -191,8 +196,14 @@ def _install_error_handlers(app: FastAPI, state: RuntimeState) -> None:
         return _error(422, "invalid_request", "; ".join(problems))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, "http_error", str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            # A body FastAPI cannot even decode (not UTF-8): invalid, as malformed JSON is.
+            count(request, "invalid_request")
+            return _error(422, "invalid_request", "body: not valid JSON (UTF-8)")
+        response = _error(exc.status_code, "http_error", str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. a 405's Allow (RFC 9110)
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -60,3 +60,11 @@ def configure_logging(log_format: str, redact: Redactor, level: int = logging.IN
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("httpx", "httpcore", "openai", "anthropic", "LiteLLM"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A client's malformed JSON-RPC request is its mistake, not ours: the a2a-sdk logs it as an
+    # ERROR with a stack trace (any client could fill the log with them), then as a WARNING
+    # that says why; keep the warning only.
+    logging.getLogger("a2a.server.routes.jsonrpc_dispatcher").addFilter(_not_a_client_mistake)
+
+
+def _not_a_client_mistake(record: logging.LogRecord) -> bool:
+    return record.getMessage() != "Failed to validate base JSON-RPC request"

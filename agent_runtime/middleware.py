@@ -1,5 +1,5 @@
-"""One ASGI middleware for what every request needs: id, body limit, auth, limits, metrics, a log
-line.
+"""One ASGI middleware for what every request needs: id, body limit and deadline, auth, limits,
+metrics, a log line.
 
 Pure ASGI (not BaseHTTPMiddleware) so streaming responses flow through untouched and a client
 disconnect still reaches the route, which cancels the upstream model call.
@@ -7,6 +7,7 @@ disconnect still reaches the route, which cancels the upstream model call.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -47,8 +48,10 @@ class RuntimeMiddleware:
         auth_token: str,
         app_api_token: str = "",
         limiter: Limiter | None = None,
+        body_timeout_seconds: float = 30,
     ) -> None:
         self.app = app
+        self.body_timeout_seconds = body_timeout_seconds
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.auth_token = auth_token.encode()
@@ -77,7 +80,17 @@ class RuntimeMiddleware:
             if rejection:
                 await self._respond(send_with_id, *rejection)
                 return
-            body = await self._read_body(receive)
+            try:
+                async with asyncio.timeout(self.body_timeout_seconds):
+                    body = await self._read_body(receive)
+            except TimeoutError:  # a slow-loris upload: refuse it, and close the connection
+                await self._respond(
+                    send_with_id,
+                    408,
+                    "request_timeout",
+                    f"the request body did not arrive within {self.body_timeout_seconds:g} s",
+                )
+                return
             if body is None:
                 await self._respond(
                     send_with_id,
@@ -184,6 +197,10 @@ class RuntimeMiddleware:
         headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
+        if status in (408, 413):
+            # The body was not read (whole): what is left of it must not be taken for the next
+            # request on this connection, so the server closes it after this answer.
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": error_body(status, error_type, message)})
 

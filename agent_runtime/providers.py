@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import httpx
+
 from .config import AgentConfig, ModelConfig
 from .errors import ProviderError, ProviderTimeout, RuntimeFailure
 
@@ -12,6 +14,13 @@ from .errors import ProviderError, ProviderTimeout, RuntimeFailure
 NO_KEY = "not-needed"
 OLLAMA_DEFAULT_URL = "http://localhost:11434"
 AZURE_API_VERSION = os.environ.get("OPENAI_API_VERSION", "2024-10-21")
+# Retries of one model call, made by the provider's SDK (the openai and anthropic clients, under
+# every framework): a 408, 409, 429 or 5xx answer, a refused or dropped connection, a timeout;
+# with exponential back-off from 0.5 s (to 8 s, jittered), and a 429's or 503's Retry-After
+# honoured when it is at most 60 s. One model call has no side effects, so it is safe to repeat;
+# a stream that broke after it began is not repeated (the client has part of it). Every try
+# counts against model.timeoutSeconds, which bounds the whole request (504 when it runs out).
+MAX_RETRIES = 2
 
 
 def system_prompt(config: AgentConfig) -> str:
@@ -28,7 +37,7 @@ def system_prompt(config: AgentConfig) -> str:
 
 
 def langchain_chat_model(model: ModelConfig, api_key: str | None) -> Any:
-    common: dict[str, Any] = {"timeout": model.timeout_seconds, "max_retries": 1}
+    common: dict[str, Any] = {"timeout": model.timeout_seconds, "max_retries": MAX_RETRIES}
     if model.temperature is not None:
         common["temperature"] = model.temperature
     if model.max_tokens is not None:
@@ -65,7 +74,11 @@ def langchain_chat_model(model: ModelConfig, api_key: str | None) -> Any:
 def crewai_llm(model: ModelConfig, api_key: str | None) -> Any:
     from crewai import LLM
 
-    options: dict[str, Any] = {"timeout": model.timeout_seconds, "api_key": api_key or NO_KEY}
+    options: dict[str, Any] = {
+        "timeout": model.timeout_seconds,
+        "api_key": api_key or NO_KEY,
+        "max_retries": MAX_RETRIES,
+    }
     if model.temperature is not None:
         options["temperature"] = model.temperature
     if model.max_tokens is not None:
@@ -102,7 +115,7 @@ def openai_client(model: ModelConfig, api_key: str | None) -> Any:
     common: dict[str, Any] = {
         "api_key": api_key or NO_KEY,
         "timeout": float(model.timeout_seconds),
-        "max_retries": 1,
+        "max_retries": MAX_RETRIES,
     }
     if model.provider == "azure":
         return openai.AsyncAzureOpenAI(
@@ -125,6 +138,8 @@ def provider_failure(exc: BaseException) -> RuntimeFailure | None:
     name = type(exc).__name__
     if "Timeout" in name:
         return ProviderTimeout(f"the model provider timed out: {exc}")
+    if isinstance(exc, httpx.TransportError):  # e.g. a stream cut half way (RemoteProtocolError)
+        return ProviderError(f"the connection to the model provider broke: {exc}")
     status = getattr(exc, "status_code", None)
     if status is not None or name in ("APIConnectionError", "APIError", "ConnectError"):
         detail = getattr(exc, "message", None) or str(exc)

@@ -11,6 +11,7 @@ import uvicorn
 from .app import create_app
 from .config import AgentConfig
 from .errors import Redactor
+from .http_protocol import protocol_with_head_deadline
 from .logs import configure_logging
 from .settings import RuntimeSettings
 
@@ -38,6 +39,8 @@ def serve(config: AgentConfig, host: str, port: int) -> int:
             # SIGTERM: stop accepting, let in-flight requests finish within the grace period.
             timeout_graceful_shutdown=settings.shutdown_grace_seconds,
             timeout_keep_alive=30,
+            # Slow-loris: a request's head has a deadline (the middleware times the body).
+            http=protocol_with_head_deadline(settings.header_timeout_seconds),
         )
     )
     server.run()

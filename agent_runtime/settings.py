@@ -25,6 +25,14 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"aiagent: {name} must be an integer, got {value!r}") from None
 
 
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise SystemExit(f"aiagent: {name} must be a number, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class RuntimeSettings:
     """Read once at startup; see the README for each variable."""
@@ -32,6 +40,11 @@ class RuntimeSettings:
     auth_token: str = ""
     max_body_bytes: int = 1024 * 1024
     max_input_chars: int = 32_000
+    # A client slower than these is cut off (slow-loris): the request line and headers must
+    # arrive within header_timeout_seconds of its first byte (or of the connection), the body
+    # within body_timeout_seconds of the headers.
+    header_timeout_seconds: float = 10
+    body_timeout_seconds: float = 30
     max_sessions: int = 10_000
     max_session_messages: int = 40
     log_format: str = "json"
@@ -58,6 +71,8 @@ class RuntimeSettings:
             auth_token=os.environ.get("AIAGENT_AUTH_TOKEN", ""),
             max_body_bytes=_int("AIAGENT_MAX_BODY_BYTES", cls.max_body_bytes),
             max_input_chars=_int("AIAGENT_MAX_INPUT_CHARS", cls.max_input_chars),
+            header_timeout_seconds=max(0.1, _float("AIAGENT_HEADER_TIMEOUT_SECONDS", 10)),
+            body_timeout_seconds=max(0.1, _float("AIAGENT_BODY_TIMEOUT_SECONDS", 30)),
             max_sessions=_int("AIAGENT_MAX_SESSIONS", cls.max_sessions),
             max_session_messages=_int("AIAGENT_MAX_SESSION_MESSAGES", cls.max_session_messages),
             log_format=os.environ.get("AIAGENT_LOG_FORMAT", cls.log_format),

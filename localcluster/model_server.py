@@ -12,7 +12,15 @@ It stands in for the LLM provider (the one part no test may call for real) and a
 - model "slow-model": answers only after 30 s; streaming, it sends one word, then stalls
   (for timeouts and disconnects);
 - model "unhurried-model": answers after 1.5 s (for graceful shutdown);
-- model "broken-model": a 401 whose message repeats the API key it got (for secret scrubbing).
+- model "broken-model": a 401 whose message repeats the API key it got (for secret scrubbing);
+- provider faults, by model name: "failing-model" answers every request 500; "flaky-model" the
+  first request of each conversation 500 (then it answers); "dropping-model" closes the first
+  request's connection without a word; "ratelimited-model" answers the first request 429 with
+  Retry-After: 1; "overloaded-model" answers every request so; "hanging-model" never answers;
+  "cut-model" starts to answer (a few SSE chunks, or part of the JSON), then closes the
+  connection half way. "The first request of a conversation" is per model and message list, so
+  a client's retry of the same request is the second one. The same faults, with any model, for
+  a request whose last user message holds the name in brackets (e.g. "hi [flaky-model]").
 Streaming (`stream: true`) sends one SSE chunk per word, with usage at the end when asked.
 A request's max_completion_tokens (or max_tokens) cuts the answer to that many words (a word is
 a token here), finish_reason "length", as a provider does; the recorder keeps every request body.
@@ -37,6 +45,9 @@ from starlette.routing import Route
 
 SLOW_SECONDS = 30.0
 UNHURRIED_SECONDS = 1.5
+HANG_SECONDS = 3600.0
+RETRY_AFTER_SECONDS = 1
+CUT_AFTER_WORDS = 3
 
 
 @dataclass
@@ -47,6 +58,13 @@ class Recorder:
     authorization: list[str] = field(default_factory=list)
     cancelled_streams: int = 0
     completed_streams: int = 0
+    # Faults: when each request of a faulty model arrived (monotonic), by its conversation.
+    attempts: dict[str, list[float]] = field(default_factory=dict)
+    dropped_connections: int = 0
+
+    def attempts_of(self, model: str) -> int:
+        """How many requests of `model` (a fault model's name) arrived, over all conversations."""
+        return sum(len(times) for key, times in self.attempts.items() if key.startswith(model))
 
 
 def _words(messages: list[dict[str, Any]]) -> int:
@@ -131,6 +149,9 @@ def create_app(recorder: Recorder, latency: float = 0.0) -> Starlette:
                 "type": "invalid_request_error",
             }
             return JSONResponse({"error": error}, status_code=401)
+        fault = await _fault(recorder, request, model, messages, body)
+        if fault is not None:
+            return fault
         if "slow-model" in model and not body.get("stream"):
             await asyncio.sleep(SLOW_SECONDS)
         if "unhurried-model" in model:
@@ -175,6 +196,102 @@ def create_app(recorder: Recorder, latency: float = 0.0) -> Starlette:
     )
 
 
+FAULT_MODELS = (
+    "failing-model",
+    "flaky-model",
+    "dropping-model",
+    "ratelimited-model",
+    "overloaded-model",
+    "hanging-model",
+    "cut-model",
+)
+
+
+async def _fault(
+    recorder: Recorder,
+    request: Request,
+    model: str,
+    messages: list[dict[str, Any]],
+    body: dict[str, Any],
+) -> Response | None:
+    """The faulty answer a fault model gives this request, or None to answer normally."""
+    users = [m for m in messages if m.get("role") == "user"]
+    asked = _text(users[-1]) if users else ""
+    name = next((f for f in FAULT_MODELS if f in model or f"[{f}]" in asked), None)
+    if name is None:
+        return None
+    times = recorder.attempts.setdefault(f"{name}:{json.dumps(messages)}", [])
+    times.append(time.monotonic())
+    first = len(times) == 1
+    if name == "failing-model" or (name == "flaky-model" and first):
+        error = {
+            "message": "The server had an error processing your request.",
+            "type": "server_error",
+        }
+        return JSONResponse({"error": error}, status_code=500)
+    if name == "overloaded-model" or (name == "ratelimited-model" and first):
+        error = {"message": "Rate limit reached; try again later.", "type": "rate_limit_error"}
+        return JSONResponse(
+            {"error": error},
+            status_code=429,
+            headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+        )
+    if name == "hanging-model":
+        await asyncio.sleep(HANG_SECONDS)
+    if name == "dropping-model" and first:
+        recorder.dropped_connections += 1
+        return _Drop()
+    if name == "cut-model":
+        hang_up = _hang_up(request.scope)
+        message = answer_for(messages)
+        created = int(time.time())
+        if body.get("stream"):
+            usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            source = _stream(recorder, model, message, usage, body, created, cut=hang_up)
+            return StreamingResponse(source, media_type="text/event-stream")
+        return StreamingResponse(_cut_json(hang_up), media_type="application/json")
+    return None
+
+
+TRANSPORT = "model_server.transport"
+
+
+def _with_transport(app: Starlette) -> Any:
+    """Put the connection's transport in the scope (uvicorn's `send` is a method of the request's
+    cycle, which holds it), so a fault can close the connection: ASGI has no way to."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        scope[TRANSPORT] = getattr(getattr(send, "__self__", None), "transport", None)
+        await app(scope, receive, send)
+
+    return asgi
+
+
+def _hang_up(scope: Any) -> Any:
+    async def close() -> None:
+        transport = scope.get(TRANSPORT)
+        if transport is not None:
+            transport.close()
+        await asyncio.sleep(0.05)  # connection_lost runs: uvicorn writes nothing more
+
+    return close
+
+
+async def _cut_json(hang_up: Any) -> Any:
+    yield '{"id": "chatcmpl-cut", "object": "chat.completion", "choices": [{"index": 0, '
+    await hang_up()
+
+
+class _Drop(Response):
+    """Closes the connection without answering: no status line, no headers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await _hang_up(scope)()
+
+
 async def _stream(
     recorder: Recorder,
     model: str,
@@ -182,6 +299,7 @@ async def _stream(
     usage: dict[str, int],
     body: dict[str, Any],
     created: int,
+    cut: Any = None,
 ) -> Any:
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -205,6 +323,9 @@ async def _stream(
             yield event({}, "tool_calls")
         else:
             for i, word in enumerate(str(message["content"]).split(" ")):
+                if cut is not None and i == CUT_AFTER_WORDS:
+                    await cut()  # half way: the connection closes, no [DONE]
+                    return
                 yield event({"content": word if i == 0 else f" {word}"})
                 await asyncio.sleep(0.005)
             yield event({}, "stop")
@@ -228,7 +349,7 @@ class ModelServer:
             s.bind((host, port))
             self.port = s.getsockname()[1]
         config = uvicorn.Config(
-            create_app(self.recorder, latency_ms / 1000),
+            _with_transport(create_app(self.recorder, latency_ms / 1000)),
             host=host,
             port=self.port,
             log_level="warning",

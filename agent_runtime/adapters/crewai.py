@@ -119,6 +119,9 @@ class CrewAIAdapter:
             allow_delegation=False,
             verbose=False,
             max_iter=8,
+            # CrewAI would run the whole task again on an error (tools too, side effects and
+            # all); the provider's SDK already retries the one model call that failed.
+            max_retry_limit=0,
         )
 
     def _crew(

@@ -140,6 +140,14 @@ def _dispatcher(app: FastAPI, state: RuntimeState) -> JsonRpcDispatcher:
 async def a2a_jsonrpc(request: Request, state: State) -> Response:
     """A2A over JSON-RPC 2.0; the streaming methods answer with server-sent events."""
     state.ready_adapter()  # 503 while the agent is being built, as on every other route
+    try:
+        (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        # JSON is UTF-8: the SDK would call this an internal error (-32603) and log a stack
+        # trace for a client's mistake; it is a parse error.
+        error = {"code": -32700, "message": "Parse error: the body is not UTF-8"}
+        state.metrics.errors.labels(ROUTE, ERROR_TYPES[-32700]).inc()
+        return JSONResponse({"jsonrpc": "2.0", "id": None, "error": error})
     response = await _dispatcher(request.app, state).handle_requests(request)
     if isinstance(response, JSONResponse) and b'"error"' in response.body:
         return _checked_error(response, state)

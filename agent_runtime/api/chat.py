@@ -7,6 +7,7 @@ With `stream: true` the answer comes as server-sent events ending with `data: [D
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,11 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..adapters.base import ChatMessage, Role, Usage
 from ..errors import RuntimeFailure
+from ..logs import request_id
 from ..state import RuntimeState
 from ..streaming import EventStreamResponse, StreamPump
 from .common import ERRORS, InvalidRequest, State, check_input_length, start_stream
 
 router = APIRouter()
+logger = logging.getLogger("agent_runtime")
 
 
 class ChatCompletionMessage(BaseModel):
@@ -124,6 +127,13 @@ async def chat_completions(body: ChatCompletionRequest, state: State) -> Any:
     )
 
 
+def _error_event(error_type: str, message: str) -> str:
+    """The last event of a stream that failed after it began (as OpenAI's: an `error` object),
+    followed by the usual end, so a client never waits on a stream that will say no more."""
+    body = {"error": {"type": error_type, "message": message, "request_id": request_id.get()}}
+    return f"data: {json.dumps(body)}\n\n"
+
+
 def _usage(usage: Usage) -> ChatCompletionUsage:
     return ChatCompletionUsage(
         prompt_tokens=usage.input_tokens,
@@ -156,19 +166,25 @@ async def _events(
     # upstream call to the provider.
     try:
         yield chunk({"role": "assistant", "content": first})
+        failed: str | None = None
         while True:
             try:
                 piece = await state.within_timeout(stream.next())
             except StopAsyncIteration:
                 break
             except RuntimeFailure as failure:
-                error = {
-                    "error": {"type": failure.error_type, "message": state.redact(failure.message)}
-                }
-                yield f"data: {json.dumps(error)}\n\n"
+                failed = _error_event(failure.error_type, state.redact(failure.message))
+                break
+            except Exception:  # a stream cut without a word would leave the client guessing
+                logger.exception("unexpected error while streaming a chat completion")
+                failed = _error_event("internal_error", "internal error; the log has details")
                 break
             if piece:
                 yield chunk({"content": piece})
+        if failed is not None:  # no finish_reason: the answer did not finish
+            yield failed
+            yield "data: [DONE]\n\n"
+            return
         yield chunk({}, finish="stop")
         if include_usage:
             body = {
