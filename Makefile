@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-12)
 
-.PHONY: help venv host-deps test unit runtime e2e node lint crds lock demo cluster images binaries bench bench-operator bench-plot clean
+.PHONY: help venv host-deps test unit runtime e2e node lint crds lock demo cluster images binaries bench bench-operator bench-plot soak clean
 
 help:
 	@echo "make demo     run the operator on a local control plane (or \$$KUBECONFIG) with the examples"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench    runtime benchmark (JSON): latency vs a bare FastAPI ceiling, cold start, RSS"
 	@echo "make bench-operator N='100 1000'  the operator at scale: JSON per N in bench/results, then the table"
 	@echo "make bench-plot  bench/results/operator-scale.png from those results"
+	@echo "make soak     100 clients streaming through an agent's Service on the real node for 5 min (JSON)"
 	@echo "make crds     regenerate crds/ from the pydantic models"
 	@echo "make cluster  start a local cluster and keep it up (prints export KUBECONFIG=...)"
 	@echo "make host-deps  the Debian packages the real node needs (as root; a no-op when present)"
@@ -102,6 +103,11 @@ demo: venv host-deps
 
 bench: venv
 	$(PY) -m bench.runtime
+
+# Load and soak on a real pod: 100 streaming clients for 300 s, RSS read from the host; the JSON
+# goes to bench/results/soak-<date>.json (`python -m bench.soak --help` for the knobs).
+soak: venv host-deps
+	$(PY) -m bench.soak --out bench/results
 
 # The operator at scale on the local control plane (kwok nodes): N AIAgents, ours vs a raw client.
 N ?= 100 1000

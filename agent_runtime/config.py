@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 # The MCP models are re-exported too: the operator imports agent.yaml's format from here only.
 from .mcp_config import MCP_HEADER_ENV_PREFIX as MCP_HEADER_ENV_PREFIX
@@ -40,20 +40,21 @@ DEFAULT_CONFIG_PATH = Path("/etc/aiagent/agent.yaml")
 API_KEY_ENV = "MODEL_API_KEY"
 
 
+# The model's CEL rules, apart so the operator's ModelSpec can add its own to them (pydantic
+# replaces a parent's json_schema_extra rather than merging it).
+MODEL_RULES: list[JsonValue] = [
+    cel_rule(
+        f"!(self.provider in {_NEEDS_BASE_URL}) || has(self.baseURL)",
+        "model.baseURL is required when model.provider is openai-compatible or azure",
+        ".baseURL",
+    )
+]
+
+
 class ModelConfig(CamelModel):
     """Which language model the agent talks to, and how."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel_rule(
-                    f"!(self.provider in {_NEEDS_BASE_URL}) || has(self.baseURL)",
-                    "model.baseURL is required when model.provider is openai-compatible or azure",
-                    ".baseURL",
-                )
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": MODEL_RULES})
 
     provider: Provider = Field(
         "openai",
@@ -325,7 +326,8 @@ class AgentConfig(CamelModel):
             wire["agent"].pop("mcpServers", None)
         if self.limits == LimitsSection():
             wire.pop("limits", None)
-        return str(yaml.safe_dump(wire, sort_keys=False))
+        # Text as written (an emoji stays one, not "\U0001F600"), for whoever reads the ConfigMap.
+        return str(yaml.safe_dump(wire, sort_keys=False, allow_unicode=True))
 
 
 class ConfigError(ValueError):

@@ -14,7 +14,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 # The first group prints as it goes; the node suite, the longest and the most waiting, is last.
-groups=("tests/unit tests/e2e" "tests/runtime" "tests/node")
+# The control-plane fault suite (its own control plane, mostly waiting out outages) runs beside
+# the runtime suite, so that no process takes much longer than the node suite.
+FAULTS=tests/e2e/test_faults.py
+groups=("tests/unit tests/e2e --ignore=$FAULTS" "tests/runtime $FAULTS" "tests/node")
 
 pids=() logs=()
 stop_all() {

@@ -10,12 +10,13 @@ need (a kubelet client certificate, the front-proxy identity, aggregator routing
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ class LocalControlPlane:
 
     Attributes set by ``start()``: ``server`` (https URL), ``kubeconfig`` (admin, system:masters),
     ``pki``, ``log_dir`` (one ``<component>.log`` each), ``node_names`` (the fake nodes).
+    One component at a time can be stopped and started again (``stop_component``,
+    ``start_component``), for tests of what its absence does to a client.
     """
 
     COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -58,10 +61,12 @@ class LocalControlPlane:
         hpa_downscale_window: str | None = None,
         service_cidr: str = SERVICE_CIDR,
         client_qps: int | None = None,
+        apiserver_flags: Sequence[str] = (),
     ):
         """`client_qps`: the request rate (and twice it, the burst) of the controller-manager and
         the scheduler; their defaults (20, 50) and not the operator under test would decide how
-        fast thousands of Deployments become Ready pods. (kwok has no such flag.)"""
+        fast thousands of Deployments become Ready pods. (kwok has no such flag.)
+        `apiserver_flags`: more kube-apiserver flags, or other values for ours (`with_flags`)."""
         self.bin_dir = bin_dir
         self.workdir = workdir
         self.nodes = nodes
@@ -72,6 +77,7 @@ class LocalControlPlane:
         self.hpa_downscale_window = hpa_downscale_window
         self.service_cidr = service_cidr
         self.client_qps = client_qps
+        self.apiserver_flags = list(apiserver_flags)
         self.log_dir = workdir / "logs"
         self.kubeconfig = workdir / "admin.kubeconfig"
         # Every write request, one JSON line each (who, which verb, which object): how tests and
@@ -79,7 +85,12 @@ class LocalControlPlane:
         self.audit_log = workdir / "audit.log"
         self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
         self.server = ""
+        self.etcd_url = ""
         self.procs = Processes(self.log_dir)
+        # What each component was started with and how to tell it is up: `restart` reuses both,
+        # so a component comes back on its ports, with its data directory.
+        self._commands: dict[str, list[str]] = {}
+        self._health: dict[str, Callable[[], bool]] = {}
         self._ssl: ssl.SSLContext | None = None
         self.pki: Pki
 
@@ -154,12 +165,9 @@ class LocalControlPlane:
             "--unsafe-no-fsync=true",
             "--log-level=warn",
         )
-        self.procs.wait(
-            "etcd",
-            lambda: self._get_json(f"{etcd_url}/health").get("health") == "true",
-            timeout=timeout,
-            log_of="etcd",
-        )
+        self.etcd_url = etcd_url
+        self._health["etcd"] = lambda: self._get_json(f"{etcd_url}/health").get("health") == "true"
+        self._wait_healthy("etcd")
 
         api_args = [
             f"--etcd-servers={etcd_url}",
@@ -208,13 +216,9 @@ class LocalControlPlane:
         else:
             # No kubelet serves the `kubernetes` Service's endpoints; don't reconcile them.
             api_args.append("--endpoint-reconciler-type=none")
-        self._spawn("kube-apiserver", *api_args)
-        self.procs.wait(
-            "kube-apiserver",
-            lambda: self._get(f"{self.server}/readyz") == 200,
-            timeout=timeout,
-            log_of="kube-apiserver",
-        )
+        self._spawn("kube-apiserver", *with_flags(api_args, self.apiserver_flags))
+        self._health["kube-apiserver"] = lambda: self._get(f"{self.server}/readyz") == 200
+        self._wait_healthy("kube-apiserver")
 
         for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
             # No --authentication/authorization-kubeconfig: /healthz, the only endpoint we call,
@@ -269,7 +273,8 @@ class LocalControlPlane:
             ("kwok", f"http://127.0.0.1:{kwok_port}/healthz", None),
         ]
         for name, url, ctx in checks:
-            self.procs.wait(name, self._healthy(url, ctx), timeout=timeout, log_of=name)
+            self._health[name] = self._healthy(url, ctx)
+            self._wait_healthy(name)
 
         for name in self.node_names:
             self.request("POST", "/api/v1/nodes", self._node_manifest(name))
@@ -296,13 +301,49 @@ class LocalControlPlane:
         self.procs.stop("kube-apiserver")
         self.procs.stop("etcd")
 
+    def stop_component(self, name: str) -> None:
+        """Stop one component (SIGTERM, then SIGKILL); `start_component` brings it back."""
+        if name not in self._commands:
+            raise ClusterError(f"no component {name!r}: one of {sorted(self._commands)}")
+        self.procs.stop(name)
+
+    def start_component(self, name: str, flags: Sequence[str] = ()) -> None:
+        """Start a stopped component again as it was (same ports, same data directory), with
+        `flags` added or changed (`with_flags`), and wait until it is healthy. The flags stay
+        for later restarts too."""
+        if name in self.procs.procs:
+            raise ClusterError(f"{name} is running: stop it first")
+        self._commands[name] = with_flags(self._commands[name], flags)
+        self.procs.spawn(name, self._commands[name], cwd=self.workdir)
+        self._wait_healthy(name)
+
+    def restart_component(self, name: str, flags: Sequence[str] = ()) -> None:
+        self.stop_component(name)
+        self.start_component(name, flags)
+
+    def etcd_compact(self) -> int:
+        """Compact etcd's history up to its current revision (watches from before it get
+        410 Gone); returns that revision. Through etcd's JSON gateway: no etcdctl needed."""
+        key = base64.b64encode(b"/").decode()
+        revision = int(
+            self._post_json(f"{self.etcd_url}/v3/kv/range", {"key": key})["header"]["revision"]
+        )
+        self._post_json(
+            f"{self.etcd_url}/v3/kv/compaction", {"revision": revision, "physical": True}
+        )
+        return revision
+
+    def _wait_healthy(self, name: str) -> None:
+        self.procs.wait(name, self._health[name], timeout=self.startup_timeout, log_of=name)
+
     def _qps_args(self) -> list[str]:
         if not self.client_qps:
             return []
         return [f"--kube-api-qps={self.client_qps}", f"--kube-api-burst={2 * self.client_qps}"]
 
     def _spawn(self, name: str, *args: str) -> None:
-        self.procs.spawn(name, [str(self.bin_dir / name), *args], cwd=self.workdir)
+        self._commands[name] = [str(self.bin_dir / name), *args]
+        self.procs.spawn(name, self._commands[name], cwd=self.workdir)
 
     def _nodes_schedulable(self) -> bool:
         items = self.request("GET", "/api/v1/nodes?labelSelector=type%3Dkwok")["items"]
@@ -378,6 +419,13 @@ class LocalControlPlane:
             answer: dict[str, Any] = json.loads(resp.read())
             return answer
 
+    @staticmethod
+    def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
+
     def kubeconfig_for_service_account(
         self, namespace: str, name: str, *, expiration_seconds: int = 86400
     ) -> Path:
@@ -400,6 +448,20 @@ class LocalControlPlane:
         )
         path.chmod(0o600)
         return path
+
+
+def with_flags(args: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """`args` with each `--name=value` of `flags` in place of the same flag's value, or added at
+    the end when `args` has no such flag."""
+    result = list(args)
+    for flag in flags:
+        name = flag.split("=", 1)[0]
+        at = next((i for i, arg in enumerate(result) if arg.split("=", 1)[0] == name), None)
+        if at is None:
+            result.append(flag)
+        else:
+            result[at] = flag
+    return result
 
 
 def schedulable(node: dict[str, Any]) -> bool:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, JsonValue, field_validator, model_validator
 
 from agent_runtime.config import (
     MCP_HEADER_ENV_PREFIX,
+    MODEL_RULES,
     RESERVED_HEADER_RULE,
     AgentFields,
     BudgetSection,
@@ -37,12 +38,20 @@ from .kubetypes import (
     CONFIG_KEY,
     DNS_LABEL,
     DNS_SUBDOMAIN,
+    LABEL_VALUE,
+    QUALIFIED_NAME,
+    QUALIFIED_NAME_MAX,
+    Affinity,
     ConfigMapKeyRef,
+    EnvFromSource,
+    EnvVarSource,
+    LabelValue,
     LocalObjectReference,
     PreservedObject,
     Quantity,
     ResourceRequirements,
     SecretKeyRef,
+    qualified_keys_rule,
 )
 from .network_policy import NetworkPolicySpec
 
@@ -62,6 +71,10 @@ MODEL_CONFIG_SHORT_NAMES = ["aimc"]
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 # The children (Service, pod labels, Dapr app id) need the AIAgent's name to be a DNS-1035 label.
 MAX_NAME_LENGTH = 63
+# A pod's annotations (ours among them) must fit in 256 KiB: 32 of 7 KiB leave room for ours.
+MAX_POD_ANNOTATIONS = 32
+MAX_CONDITION_MESSAGE = 32768
+MAX_ANNOTATION_BYTES = 7168
 
 __all__ = [
     "CONFIG_KEY",
@@ -81,8 +94,23 @@ __all__ = [
 ]
 
 
+# Besides the runtime's rules: a baseURL must parse as a URL with a host, as the operator reads it
+# to open the NetworkPolicy towards the model.
+_MODEL_RULES: list[JsonValue] = [
+    *MODEL_RULES,
+    cel_rule(
+        "!has(self.baseURL) || (isURL(self.baseURL) && url(self.baseURL).getHost() != '')",
+        "model.baseURL must be an http:// or https:// URL with a host, "
+        "e.g. http://vllm.models.svc:8000/v1",
+        ".baseURL",
+    ),
+]
+
+
 class ModelSpec(ModelFields):
     """The language model, plus where its API key lives."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": _MODEL_RULES}}
 
     api_key_secret_ref: SecretKeyRef | None = Field(
         None,
@@ -332,23 +360,64 @@ class EnvVar(CamelModel):
                     "from spec.agent.mcpServers[].headers; do not set them in env",
                     ".name",
                 ),
+                cel_rule(
+                    "!has(self.valueFrom) || !has(self.value) || self.value == ''",
+                    "set value or valueFrom, not both",
+                    ".valueFrom",
+                ),
             ]
         }
     }
 
     name: str = Field(max_length=253, pattern=ENV_NAME, description="Variable name.")
-    value: str | None = Field(None, description="Literal value. Use valueFrom for secrets.")
-    value_from: PreservedObject | None = Field(
-        None, description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef, ...)."
+    value: str | None = Field(
+        None, max_length=32768, description="Literal value. Use valueFrom for secrets."
+    )
+    value_from: EnvVarSource | None = Field(
+        None,
+        description="Source of the value: secretKeyRef, configMapKeyRef, fieldRef or "
+        "resourceFieldRef, as in Kubernetes.",
     )
 
 
 class Toleration(CamelModel):
     """A pod toleration, as in Kubernetes."""
 
-    key: str | None = Field(None, max_length=317, description="Taint key; empty matches all keys.")
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "(has(self.key) && self.key != '') "
+                    "|| (has(self.operator) && self.operator == 'Exists')",
+                    "a toleration without a key needs operator Exists (it tolerates every taint)",
+                    ".operator",
+                ),
+                cel_rule(
+                    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) "
+                    "|| self.value == ''",
+                    "a toleration with operator Exists takes no value",
+                    ".value",
+                ),
+                cel_rule(
+                    "!has(self.tolerationSeconds) "
+                    "|| (has(self.effect) && self.effect == 'NoExecute')",
+                    "tolerationSeconds needs effect NoExecute",
+                    ".tolerationSeconds",
+                ),
+            ]
+        }
+    }
+
+    key: str | None = Field(
+        None,
+        max_length=QUALIFIED_NAME_MAX,
+        pattern=f"({QUALIFIED_NAME})|^$",
+        description="Taint key; empty matches all keys (with operator Exists).",
+    )
     operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal.")
-    value: str | None = Field(None, max_length=63, description="Taint value for Equal.")
+    value: str | None = Field(
+        None, max_length=63, pattern=LABEL_VALUE, description="Taint value for Equal."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to tolerate; empty matches all effects."
     )
@@ -400,6 +469,7 @@ class AIAgentSpec(CamelModel):
     image: str | None = Field(
         None,
         max_length=1024,
+        pattern=r"^[^\s]+$",
         description="Runtime image. Defaults to the operator's configured agent runtime image.",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
@@ -424,9 +494,14 @@ class AIAgentSpec(CamelModel):
         "enforce NetworkPolicy.",
     )
     env: list[EnvVar] = Field(
-        default_factory=list, max_length=128, description="Extra environment variables."
+        default_factory=list,
+        max_length=128,
+        description="Extra environment variables (one per name; one the operator sets too, "
+        "such as HOME, takes this value).",
+        # The Deployment's env is a map by name for server-side apply: a name twice is refused.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    env_from: list[PreservedObject] = Field(
+    env_from: list[EnvFromSource] = Field(
         default_factory=list,
         max_length=32,
         description="Extra environment from ConfigMaps or Secrets (secretRef, configMapRef).",
@@ -437,18 +512,43 @@ class AIAgentSpec(CamelModel):
         pattern=DNS_SUBDOMAIN,
         description="ServiceAccount of the pods. Unset: the namespace default, no token mounted.",
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod node selector.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
-    affinity: PreservedObject | None = Field(None, description="Pod affinity, as in Kubernetes.")
-    image_pull_secrets: list[LocalObjectReference] = Field(
-        default_factory=list, description="Secrets for pulling the image."
-    )
-    pod_annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations on the pods."
-    )
-    pod_labels: dict[str, str] = Field(
+    node_selector: dict[str, LabelValue] = Field(
         default_factory=dict,
-        description="Extra labels on the pods. The operator's own labels take precedence.",
+        max_length=64,
+        description="Pod node selector: node label keys and values.",
+        json_schema_extra={"x-kubernetes-validations": [qualified_keys_rule("nodeSelector")]},
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=64, description="Pod tolerations."
+    )
+    affinity: Affinity | None = Field(None, description="Pod affinity, as in Kubernetes.")
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Secrets for pulling the image.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    pod_annotations: dict[str, Annotated[str, Field(max_length=MAX_ANNOTATION_BYTES)]] = Field(
+        default_factory=dict,
+        max_length=MAX_POD_ANNOTATIONS,
+        description=f"Extra annotations on the pods (at most {MAX_POD_ANNOTATIONS}, each value "
+        f"at most {MAX_ANNOTATION_BYTES} bytes: a pod's annotations must fit in 256 KiB).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                qualified_keys_rule("podAnnotations"),
+                cel_rule(
+                    f"self.all(k, size(bytes(self[k])) <= {MAX_ANNOTATION_BYTES})",
+                    f"podAnnotations values must be at most {MAX_ANNOTATION_BYTES} bytes",
+                ),
+            ]
+        },
+    )
+    pod_labels: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Extra labels on the pods (label keys and values, as in Kubernetes). The "
+        "operator's own labels take precedence.",
+        json_schema_extra={"x-kubernetes-validations": [qualified_keys_rule("podLabels")]},
     )
 
 
@@ -462,13 +562,21 @@ class Condition(CamelModel):
     type: str = Field(max_length=316, description="Condition type, e.g. Ready.")
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="CamelCase reason for the last transition.")
-    message: str = Field("", max_length=32768, description="Human-readable detail.")
+    message: str = Field("", max_length=MAX_CONDITION_MESSAGE, description="Human-readable detail.")
     last_transition_time: str | None = Field(
         None, description="When the status last changed (RFC 3339)."
     )
     observed_generation: int | None = Field(
         None, description="The .metadata.generation the condition was computed for."
     )
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _fit(cls, value: object) -> object:
+        # An API server's refusal may list many fields: cut it rather than fail the status write.
+        if isinstance(value, str) and len(value) > MAX_CONDITION_MESSAGE:
+            return value[: MAX_CONDITION_MESSAGE - 3] + "..."
+        return value
 
 
 class AIAgentStatus(CamelModel):

@@ -11,11 +11,12 @@ Run with `python -m aiagent_operator`, or `kopf run -m aiagent_operator.handlers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import kopf
 
@@ -30,7 +31,7 @@ from . import (
     render,
 )
 from .kube import Kube, KubeError, is_controlled_by
-from .observed import ChildKey, IndexedObserved
+from .observed import ChildKey, IndexedObserved, RestoreBackoff
 from .settings import OperatorSettings
 from .status import Sidecar, deployment_facts, pod_problem, sidecar_of
 
@@ -40,9 +41,11 @@ kopf.set_default_registry(kopf.OperatorRegistry())
 kopf_fixes.install()  # Kopf's startup gate linear, its watch events decoded by orjson
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 AIAGENTS = (api.GROUP, api.VERSION, api.PLURAL)
 # The kinds with create/update/resume handlers: the only ones whose changes Kopf must compare.
 COMPARED_KINDS = {api.KIND}
+KOPF_ERROR_BACKOFFS = (1, 1, 2, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5)
 # How long a Deployment's status events are gathered before one status write reports them.
 STATUS_COALESCE_SECONDS = 1.0
 DAPR_COMPONENTS = ("dapr.io", "v1alpha1", components.PLURAL)
@@ -98,6 +101,10 @@ def configure_kopf(
     kopf_settings.peering.standalone = settings.standalone
     kopf_settings.peering.mandatory = not settings.standalone
     kopf_settings.execution.max_workers = settings.handler_workers
+    # Kopf's own requests (watches, its patches) retry after 1, 1, 2 ... 21 s by default: a
+    # worker whose patch met an outage then waited up to 21 s more once the API server was
+    # back. Every 5 s at most, for about as long in all.
+    kopf_settings.networking.error_backoffs = KOPF_ERROR_BACKOFFS
     for resource in LABELLED_RESOURCES:
         kopf_settings.watching.label_selectors[resource] = OWN_LABEL_SELECTOR
     return diffbase
@@ -122,15 +129,18 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> 
     memo.executor = settings.execution.executor  # the pool of the sync handlers, for `in_pool`
     memo.deployments_to_report = {}  # (namespace, agent): its newest Deployment, to report soon
     memo.reports_due = {}  # (namespace, agent): the task that will (referenced until it runs)
+    memo.restore_backoff = RestoreBackoff()  # children restored lately, for a fight's back-off
+    memo.drifted = {}  # (kind, namespace, name): its newest drifted event, restored when due
+    memo.restores_due = {}  # (kind, namespace, name): the task that will
     metrics.watch_queue(memo.executor, memo.reports_due)
     metrics.watch_agents(kwargs["aiagents_by_name"])  # Kopf passes indices to startup handlers
 
 
-async def in_pool(memo: kopf.Memo, work: Callable[[], None]) -> None:
+async def in_pool(memo: kopf.Memo, work: Callable[[], T]) -> T:
     """Run blocking work in the sync handlers' pool, in this handler's context (so its log lines
     still name the object, and warnings still become its events)."""
     context = contextvars.copy_context()
-    await asyncio.get_running_loop().run_in_executor(memo.executor, context.run, work)
+    return await asyncio.get_running_loop().run_in_executor(memo.executor, context.run, work)
 
 
 @kopf.index(*AIAGENTS)
@@ -246,7 +256,7 @@ def observed(memo: kopf.Memo, indices: dict[str, Any], *, asking: bool = True) -
 def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
     agent = api.AIAgent.from_body(body)
     try:
-        with metrics.reconciling():
+        with metrics.reconciling(), retried_soon_if_transient(kwargs.get("retry") or 0):
             reconcile.reconcile_agent(agent, memo.kube, memo.settings, observed(memo, kwargs))
     except (reconcile.SecretNotReady, reconcile.ModelConfigNotReady) as exc:
         raise kopf.TemporaryError(str(exc), delay=memo.settings.secret_retry_seconds) from None
@@ -259,6 +269,20 @@ def reconcile_aiagent(body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: A
         if reason != "resume" and not kwargs.get("retry"):
             for other in budget_sharers(memo, kwargs, agent):
                 reconcile_quietly(memo, kwargs, other)
+
+
+@contextlib.contextmanager
+def retried_soon_if_transient(retry: int) -> Iterator[None]:
+    """The API server away, overloaded (429) or failing: retry soon, then less often. Kopf
+    waits a minute after any other exception, so an outage of seconds cost each agent whose
+    reconcile it caught that much."""
+    try:
+        yield
+    except KubeError as exc:
+        if not reconcile.transient(exc):
+            raise
+        delay = reconcile.retry_delay(retry)
+        raise kopf.TemporaryError(f"the API server: {exc}", delay=delay) from None
 
 
 def budget_sharers(
@@ -399,15 +423,97 @@ async def _on_child_event(
     child = dict(body)
     facts = observed(memo, kwargs, asking=False)
     work = reconcile.child_event_work(type, child, owner, memo.settings, facts)
-    if work == "restore":
-        await in_pool(
+    key = (str(body.get("kind")), namespace or "", body.metadata.name or "")
+    if work != "restore":
+        memo.drifted.pop(key, None)  # as wanted again (or gone with its owner): nothing due
+        if work == "report":
+            report_soon(memo, (namespace or "", owner_name), child, kwargs)
+        return
+    wait = memo.restore_backoff.wait(key)
+    if wait > 0 or key in memo.restores_due:
+        # Fought over: restored when due, as the newest event then has it.
+        restore_later(memo, key, type, child, (namespace or "", owner_name), kwargs)
+        if key[0] == "Deployment" and type != "DELETED" and reconcile.settled(child):
+            report_soon(memo, (namespace or "", owner_name), child, kwargs)
+        return
+    try:
+        restored = await in_pool(
             memo,
             lambda: reconcile.on_child_event(
                 type, child, owner, memo.kube, memo.settings, observed(memo, kwargs)
             ),
         )
-    elif work == "report":
-        report_soon(memo, (namespace or "", owner_name), child, kwargs)
+    except KubeError as exc:
+        if not reconcile.transient(exc):
+            raise
+        # No later event may bring it up again (a deleted child sends none): tried again.
+        restore_later(memo, key, type, child, (namespace or "", owner_name), kwargs)
+        return
+    if restored:
+        memo.restore_backoff.restored(key)
+
+
+def restore_later(
+    memo: kopf.Memo,
+    key: ChildKey,
+    event_type: str,
+    child: dict[str, Any],
+    owner_key: tuple[str, str],
+    kwargs: dict[str, Any],
+) -> None:
+    """Restore the child when its back-off says, as its newest event then has it (one task per
+    child; an event that shows it as wanted meanwhile cancels the restore)."""
+    memo.drifted[key] = (event_type, child)
+    if key not in memo.restores_due:
+        memo.restores_due[key] = asyncio.create_task(
+            _restore_when_due(memo, key, owner_key, kwargs)
+        )
+
+
+async def _restore_when_due(
+    memo: kopf.Memo, key: ChildKey, owner_key: tuple[str, str], kwargs: dict[str, Any]
+) -> None:
+    backoff: RestoreBackoff = memo.restore_backoff
+    failures = 0
+    try:
+        while key in memo.drifted:
+            wait = max(backoff.wait(key), reconcile.retry_delay(failures - 1) if failures else 0)
+            if wait > 0 and backoff.first_warning(key):
+                _, child = memo.drifted[key]
+                warn = functools.partial(
+                    reconcile.warn_fought_over, memo.kube, child, backoff.restored_count(key), wait
+                )
+                await in_pool(memo, warn)
+            await asyncio.sleep(wait)
+            drifted = memo.drifted.pop(key, None)
+            owner = indexed_owner(kwargs, owner_key)
+            if drifted is None or owner is None:
+                return  # as wanted again, or its owner gone
+            event_type, child = drifted
+            restore = functools.partial(
+                reconcile.on_child_event,
+                event_type,
+                child,
+                owner,
+                memo.kube,
+                memo.settings,
+                observed(memo, kwargs),
+            )
+            try:
+                if await in_pool(memo, restore):
+                    backoff.restored(key)
+                failures = 0
+            except KubeError as exc:
+                if not reconcile.transient(exc):
+                    raise
+                memo.drifted.setdefault(key, drifted)  # unless a newer event came meanwhile
+                failures += 1
+    except Exception:  # no Kopf handler around this task to log it
+        logger.exception("%s %s/%s: restoring it failed", *key)
+        metrics.error("drift_restore")
+    finally:
+        # No await between the loop's last look and this: an event from here on starts a task.
+        del memo.restores_due[key]
 
 
 def report_soon(
@@ -424,9 +530,12 @@ def report_soon(
 async def _report_while_news(memo: kopf.Memo, key: tuple[str, str], kwargs: dict[str, Any]) -> None:
     """One task per agent at a time, so reports are written in the order of their events (two
     in the pool at once could land newest first, and the older one stick)."""
+    failures = 0
     try:
         while key in memo.deployments_to_report:
-            await asyncio.sleep(STATUS_COALESCE_SECONDS)
+            await asyncio.sleep(
+                reconcile.retry_delay(failures - 1) if failures else STATUS_COALESCE_SECONDS
+            )
             deployment = memo.deployments_to_report.pop(key)
             owner = indexed_owner(kwargs, key)  # as it is now
             if owner is None or not is_controlled_by(deployment, owner.uid):
@@ -435,7 +544,18 @@ async def _report_while_news(memo: kopf.Memo, key: tuple[str, str], kwargs: dict
             report = functools.partial(
                 reconcile.report_deployment, memo.kube, owner, deployment, memo.settings, facts
             )
-            await in_pool(memo, report)
+            try:
+                await in_pool(memo, report)
+                failures = 0
+            except KubeError as exc:
+                if not reconcile.transient(exc):
+                    raise
+                # The API server away or throttling us: no event may come to report it again
+                # (a Deployment at rest has none), so this one is tried again, with back-off,
+                # unless a newer one came meanwhile.
+                memo.deployments_to_report.setdefault(key, deployment)
+                failures += 1
+                metrics.error(metrics.reason_of(exc))
     except Exception:  # no Kopf handler around this task to log it
         logger.exception("%s/%s: reporting the Deployment's status failed", *key)
         metrics.error("status_report")

@@ -117,7 +117,9 @@ class Kube:
             response = self._pool.request(
                 method,
                 url,
-                body=json.dumps(body) if body is not None else None,
+                # As UTF-8, not \uXXXX escapes: the API server decodes apply patches as YAML,
+                # which refuses an escaped surrogate pair (any character beyond the BMP).
+                body=json.dumps(body, ensure_ascii=False).encode() if body is not None else None,
                 headers=headers,
                 timeout=urllib3.Timeout(connect=10, read=30),
                 retries=False,

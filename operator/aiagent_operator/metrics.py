@@ -62,6 +62,14 @@ API_REQUESTS = Counter(
     ["client", "verb", "resource", "code"],
     registry=REGISTRY,
 )
+DRIFT_RESTORES = Counter(
+    f"{PREFIX}_drift_restores",
+    "Children restored after someone else changed or deleted them, by kind. A child fought over "
+    "(restored again and again) is restored with back-off: see the operator's WARNING naming "
+    "who changes it.",
+    ["kind"],
+    registry=REGISTRY,
+)
 
 
 class _Watched(Collector):
@@ -158,6 +166,10 @@ def reconciled(outcome: str, seconds: float) -> None:
 
 def error(reason: str) -> None:
     ERRORS.labels(reason).inc()
+
+
+def drift_restored(kind: str) -> None:
+    DRIFT_RESTORES.labels(kind).inc()
 
 
 def watch_queue(executor: Executor | None, reports_due: Sized | None) -> None:

@@ -119,13 +119,11 @@ def secrets_read(agent: api.AIAgent, config: api.ModelConfig | None) -> list[tup
             if header.value_from is not None:
                 names.add((agent.namespace, header.value_from.secret_key_ref.name))
     for var in spec.env:
-        ref = ((var.value_from or {}).get("secretKeyRef") or {}).get("name")
-        if isinstance(ref, str):
-            names.add((agent.namespace, ref))
+        if var.value_from is not None and var.value_from.secret_key_ref is not None:
+            names.add((agent.namespace, var.value_from.secret_key_ref.name))
     for source in spec.env_from:
-        ref = (source.get("secretRef") or {}).get("name")
-        if isinstance(ref, str):
-            names.add((agent.namespace, ref))
+        if source.secret_ref is not None:
+            names.add((agent.namespace, source.secret_ref.name))
     return sorted(names)
 
 

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from agent_runtime.config import CamelModel, cel_rule
 
-from .kubetypes import DNS_LABEL
+from .kubetypes import DNS_LABEL, LabelSelector, LabelSelectorRequirement
 from .settings import OperatorSettings
 
 # `api` imports this module (spec.networkPolicy), so the rendering half takes `api` and `render`
@@ -69,53 +69,47 @@ COMPONENT_ENDPOINT_KEYS: dict[str, int | None] = {
     "endpoint": None,
 }
 CIDR = r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"
-LabelValue = Annotated[str, Field(max_length=63)]
-Cidr = Annotated[str, Field(max_length=49, pattern=CIDR)]
+Cidr = Annotated[
+    str,
+    Field(
+        max_length=49,
+        pattern=CIDR,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "isCIDR(self)",
+                    "must be an IPv4 or IPv6 CIDR, e.g. 10.0.12.0/24 or 2001:db8::/64",
+                )
+            ]
+        },
+    ),
+]
+# A named port: an IANA service name (at most 15 characters, a letter among them, no '--').
+PORT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+__all__ = ["LabelSelector", "LabelSelectorRequirement"]
 NamespaceName = Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
 
 
 # -- the API --------------------------------------------------------------------------------------
 
 
-class LabelSelectorRequirement(CamelModel):
-    """A label selector requirement, as in Kubernetes."""
+class IPBlock(CamelModel):
+    """A CIDR range, as in Kubernetes."""
 
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel_rule(
-                    "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0)"
-                    " : (!has(self.values) || size(self.values) == 0)",
-                    "In and NotIn need values; Exists and DoesNotExist take none",
-                    ".values",
+                    "!has(self.except) || !isCIDR(self.cidr) || self.except.all(e, !isCIDR(e) "
+                    "|| (cidr(self.cidr).containsCIDR(e) "
+                    "&& cidr(e).prefixLength() > cidr(self.cidr).prefixLength()))",
+                    "each except range must lie strictly inside cidr",
+                    ".except",
                 )
             ]
         }
     }
-
-    key: str = Field(min_length=1, max_length=317, description="The label key.")
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
-        description="In, NotIn, Exists or DoesNotExist."
-    )
-    values: list[LabelValue] | None = Field(
-        None, max_length=64, description="Label values, for In and NotIn."
-    )
-
-
-class LabelSelector(CamelModel):
-    """A label selector, as in Kubernetes: every matchLabels pair and every matchExpressions
-    requirement must hold; an empty selector selects everything."""
-
-    match_labels: dict[str, str] | None = Field(
-        None, max_length=64, description="Labels that must be present with these values."
-    )
-    match_expressions: list[LabelSelectorRequirement] | None = Field(
-        None, max_length=32, description="Requirements on labels."
-    )
-
-
-class IPBlock(CamelModel):
-    """A CIDR range, as in Kubernetes."""
 
     cidr: Cidr = Field(description="CIDR range, e.g. 10.0.12.0/24 or 2001:db8::/64.")
     except_: list[Cidr] | None = Field(
@@ -154,7 +148,21 @@ class NetworkPolicyPort(CamelModel):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                cel_rule("!has(self.endPort) || has(self.port)", "endPort needs port", ".endPort")
+                cel_rule(
+                    "!has(self.port) || (type(self.port) == int ? "
+                    "(self.port >= 1 && self.port <= 65535) : (size(self.port) <= 15 "
+                    f"&& self.port.matches('{PORT_NAME}') && self.port.matches('[a-z]') "
+                    "&& !self.port.contains('--')))",
+                    "port must be a number from 1 to 65535 or a port name (at most 15 lowercase "
+                    "letters, digits and '-', with a letter)",
+                    ".port",
+                ),
+                cel_rule(
+                    "!has(self.endPort) || (has(self.port) && type(self.port) == int "
+                    "&& self.endPort >= self.port)",
+                    "endPort needs a numeric port, and must be at least port",
+                    ".endPort",
+                ),
             ]
         }
     }
@@ -162,6 +170,7 @@ class NetworkPolicyPort(CamelModel):
     protocol: Literal["TCP", "UDP", "SCTP"] = Field("TCP", description="TCP, UDP or SCTP.")
     port: int | str | None = Field(
         None,
+        json_schema_extra={"maxLength": 15},
         description="The pod's port (number or name; after a Service's translation). Unset: "
         "every port.",
     )
@@ -311,7 +320,10 @@ def unread_backends(agent: api.AIAgent) -> list[str]:
 
 def url_endpoint(url: str) -> tuple[str, int | None, int | None]:
     """(host, port given in the URL, the scheme's port) of a URL."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[::1": the CRD's URL rules keep these out
+        return "", None, None
     try:
         port = parts.port
     except ValueError:  # not a port: the CRD's URL rules keep these out
@@ -341,8 +353,8 @@ def endpoints(value: str, default_port: int | None) -> list[tuple[str, int | Non
         items = value.split(",")
     found: list[tuple[str, int | None, int | None]] = []
     for item in items:
-        parts = urlsplit("//" + item.strip())
-        try:
+        try:  # a metadata value is free text: "[" or "h:99999" name no backend
+            parts = urlsplit("//" + item.strip())
             port = parts.port
         except ValueError:
             continue

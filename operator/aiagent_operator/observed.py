@@ -2,13 +2,14 @@
 
 Under Kopf the answers come from indices that the operator's watches fill anyway (`handlers`), so
 a status refresh costs no request; `Observed` itself asks the API, for a reconcile run outside
-Kopf (tests, tools). Either way the caller sees the same facts.
+Kopf (tests, tools). Either way the caller sees the same facts. `RestoreBackoff` remembers the
+children whose drift was undone lately, so a child fought over is restored with back-off.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from . import api, components, model_configs, render
@@ -333,3 +334,89 @@ class IndexedObserved(Observed):
 
     def owned_components(self, agent: api.AIAgent) -> set[str]:
         return set(self._owned.get(agent.uid, ()))
+
+
+class RestoreBackoff:
+    """When to restore a child that drifts again and again (someone else keeps setting a field
+    we own): the first `free` restores at once, then each one `base`, 2·`base`, 4·`base` ...
+    (at most `cap`) seconds after the one before, so a fight with another writer costs a few
+    writes a minute, not a tight loop. A child that stays as wanted for `quiet` seconds after a
+    restore starts afresh. Keyed by (kind, namespace, name); this process's memory only."""
+
+    def __init__(
+        self,
+        *,
+        free: int = 2,
+        base: float = 2.0,
+        cap: float = 300.0,
+        quiet: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.free, self.base, self.cap, self.quiet = free, base, cap, quiet
+        self._clock = clock
+        self._restores: dict[ChildKey, tuple[int, float]] = {}  # count, time of the last
+        self._warned: set[ChildKey] = set()
+
+    def wait(self, key: ChildKey) -> float:
+        """Seconds to wait before restoring the child's drift seen now (0: restore now)."""
+        seen = self._restores.get(key)
+        if seen is None:
+            return 0.0
+        count, last = seen
+        now = self._clock()
+        if now - last > self.quiet:
+            self.forget(key)  # left alone long enough: a new drift is news, not a fight
+            return 0.0
+        if count < self.free:
+            return 0.0
+        return max(0.0, last + min(self.base * 2.0 ** (count - self.free), self.cap) - now)
+
+    def restored(self, key: ChildKey) -> int:
+        """Count a restore made now; returns how many this episode has had."""
+        now = self._clock()
+        count = self._restores.get(key, (0, now))[0] + 1
+        self._restores[key] = (count, now)
+        # Episodes long over would start afresh anyway: keep the map to the live ones.
+        for other, (_, last) in list(self._restores.items()):
+            if now - last > self.quiet + self.cap:
+                self.forget(other)
+        return count
+
+    def restored_count(self, key: ChildKey) -> int:
+        return self._restores.get(key, (0, 0.0))[0]
+
+    def first_warning(self, key: ChildKey) -> bool:
+        """True once per episode: the moment to say at WARNING that the child is fought over."""
+        if key in self._warned:
+            return False
+        self._warned.add(key)
+        return True
+
+    def forget(self, key: ChildKey) -> None:
+        self._restores.pop(key, None)
+        self._warned.discard(key)
+
+    def __len__(self) -> int:
+        return len(self._restores)
+
+
+def other_writer(obj: Mapping[str, Any], ours: str) -> str | None:
+    """Who last changed the object besides `ours`, as its managedFields tell: the newest entry
+    of another field manager that set more than metadata (a controller that only stamps an
+    annotation, or writes status, is not who changed a spec), else the newest of any other."""
+    entries = [
+        entry
+        for entry in (obj.get("metadata") or {}).get("managedFields") or []
+        if isinstance(entry, dict)
+        and entry.get("manager") != ours
+        and entry.get("subresource") != "status"
+    ]
+    if not entries:
+        return None
+    entries.sort(key=lambda entry: str(entry.get("time") or ""), reverse=True)
+    beyond_metadata = [
+        entry
+        for entry in entries
+        if set(entry.get("fieldsV1") or {}) - {"f:metadata", "f:apiVersion", "f:kind"}
+    ]
+    return str((beyond_metadata or entries)[0].get("manager") or "") or None

@@ -7,10 +7,10 @@ import logging
 from collections import OrderedDict
 from typing import Any, Literal, NamedTuple
 
-from . import api, components, events, model_configs, render
+from . import api, components, events, metrics, model_configs, render
 from .components import ComponentFact, SeenComponent
 from .kube import Kube, KubeError, is_controlled_by
-from .observed import STALE, Observed
+from .observed import STALE, Observed, other_writer
 from .settings import OperatorSettings
 from .status import Sidecar, compute_status, failed_status, pod_problem, sidecar_of, status_patch
 
@@ -36,6 +36,23 @@ class ModelConfigNotReady(Exception):
 class ComponentNotReady(Exception):
     """A Dapr Component of the agent is missing, someone else's, or cannot be created (no Dapr
     in the cluster); rechecked until that changes."""
+
+
+# Answers that say "not now" rather than "not this": the API server unreachable (0), throttling
+# us (429), or failing (its storage away: 500, 503, 504).
+TRANSIENT_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+RETRY_CAP_SECONDS = 10.0
+
+
+def transient(exc: KubeError) -> bool:
+    """Whether the same request may well succeed a moment later."""
+    return exc.status in TRANSIENT_STATUSES
+
+
+def retry_delay(retry: int) -> float:
+    """Seconds before the `retry`-th retry after a transient failure: 1, 2, 4, 8, then 10: an
+    outage of a minute is caught up with within seconds of its end."""
+    return float(min(2 ** min(retry, 10), RETRY_CAP_SECONDS))
 
 
 class Desired(NamedTuple):
@@ -145,7 +162,7 @@ def reconcile_agent(
     # spec returns a status the controller has not caught up with; writing it could land after
     # a newer one from the watch and stick, so only a settled answer (or a Secret or Component
     # problem, which no Deployment event would report) is written here.
-    if secret_problem or component_problems or _settled(deployment):
+    if secret_problem or component_problems or settled(deployment):
         refresh_status(kube, agent, deployment, secret_problem, settings, observed, facts)
 
     wanted = {(c["apiVersion"], c["kind"]) for c in children}
@@ -317,7 +334,7 @@ def prune_components(kube: Kube, agent: api.AIAgent, observed: Observed, wanted:
             logger.info("deleted Component %s/%s: no longer in the spec", agent.namespace, name)
 
 
-def _settled(deployment: dict[str, Any] | None) -> bool:
+def settled(deployment: dict[str, Any] | None) -> bool:
     if deployment is None:
         return False
     observed = (deployment.get("status") or {}).get("observedGeneration", 0)
@@ -469,7 +486,7 @@ def child_event_work(
         return "restore"
     if child["kind"] == "Secret" and event_type == "MODIFIED" and observed.key_copy_tampered(child):
         return "restore"
-    if child["kind"] == "Deployment" and event_type != "DELETED" and _settled(child):
+    if child["kind"] == "Deployment" and event_type != "DELETED" and settled(child):
         return "report"
     return None
 
@@ -481,9 +498,9 @@ def on_child_event(
     kube: Kube,
     settings: OperatorSettings,
     observed: Observed | None = None,
-) -> None:
+) -> bool:
     """React to a change of a child: restore it if it was deleted or edited, and let the
-    Deployment's own status flow into the owner's status.
+    Deployment's own status flow into the owner's status. True when it restored the child.
 
     `owner` comes from Kopf's index, which may lag behind the child's own watch stream. Before
     undoing anything the owner is read afresh, so a spec change a moment ago is not reverted;
@@ -491,18 +508,19 @@ def on_child_event(
     `report_deployment`), so neither is a status written a moment ago overwritten.
     """
     if owner is None:
-        return
+        return False
     observed = observed or Observed(kube)
     work = child_event_work(event_type, child, owner, settings, observed)
     if work is None:
-        return
+        return False
     if work == "report":
         report_deployment(kube, owner, child, settings, observed)
-        return
+        return False
     fresh = Observed(kube).current_owner(owner)  # always asked: the index may lag
     if fresh is None:
-        return
+        return False
     owner = fresh
+    restored = False
     is_deployment = child["kind"] == "Deployment"
     wanted = _drift(event_type, child, owner, settings, observed)
     if wanted is None and child["kind"] == "Secret" and observed.key_copy_tampered(child):
@@ -524,14 +542,41 @@ def on_child_event(
                     deployment = observed.deployment(owner)
                     secret_problem = observed.secret_problem(owner)
                     refresh_status(kube, owner, deployment, secret_problem, settings, observed)
-                return
-            child = apply_child(kube, wanted, observed, drifted=True) or child
+                    return False
+                metrics.drift_restored(wanted["kind"])
+                return True
+            applied = apply_child(kube, wanted, observed, drifted=True)
+            restored = applied is not None
+            if restored:
+                metrics.drift_restored(wanted["kind"])
+            child = applied or child
         except KubeError as exc:
             if exc.namespace_terminating:
-                return  # the whole namespace is going away, owner included
+                return False  # the whole namespace is going away, owner included
             raise
     if is_deployment and event_type != "DELETED":
         refresh_status(kube, owner, child, observed.secret_problem(owner), settings, observed)
+    return restored
+
+
+def warn_fought_over(kube: Kube, child: dict[str, Any], restores: int, wait: float) -> None:
+    """Say once, at WARNING, that a child keeps being changed back, by whom if its managedFields
+    tell (a GET: the watch events come without them), and that restores now back off."""
+    meta = child["metadata"]
+    where = f"{child['kind']} {meta.get('namespace')}/{meta['name']}"
+    try:
+        live = kube.get(child["apiVersion"], child["kind"], meta.get("namespace", ""), meta["name"])
+    except (KubeError, KeyError):
+        live = None
+    who = other_writer(live or {}, render.FIELD_MANAGER)
+    logger.warning(
+        "%s was changed again%s after %d restores: another writer is setting fields the "
+        "operator owns; restoring with back-off (next in %.0fs)",
+        where,
+        f" by field manager {who!r}" if who else "",
+        restores,
+        wait,
+    )
 
 
 def _drift(

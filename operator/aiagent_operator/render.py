@@ -23,6 +23,7 @@ from agent_runtime.config import (
 )
 
 from . import api
+from .kubetypes import parse_quantity
 from .settings import OperatorSettings
 
 Manifest = dict[str, Any]
@@ -212,13 +213,28 @@ def container_resources(agent: api.AIAgent, settings: OperatorSettings) -> dict[
         )
         if value
     }
-    if agent.spec.resources:
-        requests |= agent.spec.resources.requests or {}
-        limits |= agent.spec.resources.limits or {}
+    own = agent.spec.resources or api.ResourceRequirements()
+    own_requests, own_limits = own.requests or {}, own.limits or {}
+    # The API server refuses a request above its limit: a default never makes one. A limit
+    # of the spec below the default request lowers the request to it; a request of the spec
+    # above the default limit raises the limit to it.
+    for key, default in list(requests.items()):
+        if key in own_limits and key not in own_requests and _above(default, own_limits[key]):
+            requests[key] = own_limits[key]
+    for key, default in list(limits.items()):
+        if key in own_requests and key not in own_limits and _above(own_requests[key], default):
+            limits[key] = own_requests[key]
+    requests |= own_requests
+    limits |= own_limits
     resources: dict[str, Any] = {"requests": requests}
     if limits:
         resources["limits"] = limits
     return resources
+
+
+def _above(quantity: api.Quantity, bound: api.Quantity) -> bool:
+    value, limit = parse_quantity(quantity), parse_quantity(bound)
+    return value is not None and limit is not None and value > limit
 
 
 def _env(agent: api.AIAgent) -> list[dict[str, Any]]:
@@ -238,8 +254,11 @@ def _env(agent: api.AIAgent) -> list[dict[str, Any]]:
     env.append(
         {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
     )
-    env += [var.to_wire() for var in agent.spec.env]
-    return env
+    # A name of the spec replaces ours (HOME, AIAGENT_NAMESPACE): the Deployment's env is a map
+    # by name for server-side apply, and the API server refuses a name twice.
+    own = [var.to_wire() for var in agent.spec.env]
+    names = {var["name"] for var in own}
+    return [var for var in env if var["name"] not in names] + own
 
 
 def _mcp_header_env(agent: api.AIAgent) -> list[dict[str, Any]]:
@@ -304,7 +323,7 @@ def _container(agent: api.AIAgent, settings: OperatorSettings) -> dict[str, Any]
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
     if spec.env_from:
-        container["envFrom"] = spec.env_from
+        container["envFrom"] = [source.to_wire() for source in spec.env_from]
     return container
 
 
@@ -367,7 +386,7 @@ def render_pod_template(
     if spec.tolerations:
         pod_spec["tolerations"] = [t.to_wire() for t in spec.tolerations]
     if spec.affinity:
-        pod_spec["affinity"] = spec.affinity
+        pod_spec["affinity"] = spec.affinity.to_wire()
     if spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [s.to_wire() for s in spec.image_pull_secrets]
     return {

@@ -255,6 +255,123 @@ CASES = [
         with_changes(env=[{"name": "AIAGENT_MCP_GITHUB__AUTHORIZATION", "value": "sk-x"}]),
         ["set by the operator from spec.agent.mcpServers"],
     ),
+    # Holes tests/e2e/test_hostile_specs.py found: each was admitted, then its child refused.
+    (
+        "a quantity that is not one",
+        "bad-quantity",
+        with_changes(resources={"requests": {"memory": "1.5.5"}}),
+        ["spec.resources.requests.memory", "should match"],
+    ),
+    (
+        "a request above its limit",
+        "bad-request-over-limit",
+        with_changes(resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}),
+        ["spec.resources.requests", "less than or equal to the limit"],
+    ),
+    (
+        "an unknown resource",
+        "bad-resource-name",
+        with_changes(resources={"limits": {"foo": "1"}}),
+        ["spec.resources.limits", "nvidia.com/gpu"],
+    ),
+    (
+        "a pod label value with a space",
+        "bad-label-value",
+        with_changes(podLabels={"team": "has space"}),
+        ["spec.podLabels.team", "should match"],
+    ),
+    (
+        "a node selector key that is no label key",
+        "bad-node-selector",
+        with_changes(nodeSelector={"x/": "y"}),
+        ["spec.nodeSelector", "keys must be Kubernetes label keys"],
+    ),
+    (
+        "a toleration with Exists and a value",
+        "bad-toleration",
+        with_changes(tolerations=[{"key": "k", "operator": "Exists", "value": "v"}]),
+        ["spec.tolerations[0].value", "takes no value"],
+    ),
+    (
+        "tolerationSeconds without NoExecute",
+        "bad-toleration-seconds",
+        with_changes(tolerations=[{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]),
+        ["spec.tolerations[0].tolerationSeconds", "needs effect NoExecute"],
+    ),
+    (
+        "an env variable with value and valueFrom",
+        "bad-env-both",
+        with_changes(
+            env=[
+                {
+                    "name": "A",
+                    "value": "x",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                }
+            ]
+        ),
+        ["spec.env[0].valueFrom", "not both"],
+    ),
+    (
+        "an env variable twice",
+        "bad-env-twice",
+        with_changes(env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+        ["spec.env[1]", "Duplicate value"],
+    ),
+    (
+        "a downward API field that does not exist",
+        "bad-field-ref",
+        with_changes(
+            env=[{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.nope"}}}]
+        ),
+        ["spec.env[0].valueFrom.fieldRef.fieldPath"],
+    ),
+    (
+        "a node affinity without terms",
+        "bad-affinity",
+        with_changes(
+            affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
+        ),
+        ["nodeSelectorTerms", "Required"],
+    ),
+    (
+        "a CIDR of /33",
+        "bad-cidr",
+        with_changes(
+            networkPolicy={"extraEgress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}
+        ),
+        ["spec.networkPolicy.extraEgress[0].to[0].ipBlock.cidr", "must be an IPv4 or IPv6 CIDR"],
+    ),
+    (
+        "an except range outside its CIDR",
+        "bad-except",
+        with_changes(
+            networkPolicy={
+                "extraEgress": [
+                    {"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["192.168.0.0/16"]}}]}
+                ]
+            }
+        ),
+        ["ipBlock.except", "strictly inside cidr"],
+    ),
+    (
+        "a port above 65535",
+        "bad-np-port",
+        with_changes(networkPolicy={"extraIngress": [{"ports": [{"port": 70000}]}]}),
+        ["spec.networkPolicy.extraIngress[0].ports[0].port", "1 to 65535"],
+    ),
+    (
+        "a model URL that does not parse",
+        "bad-base-url-parse",
+        with_changes(model={"name": "m", "baseURL": "http://[::1"}),
+        ["spec.model.baseURL", "with a host"],
+    ),
+    (
+        "an image with a leading space",
+        "bad-image",
+        with_changes(image=" nginx"),
+        ["spec.image", "should match"],
+    ),
     (
         "name too long for the children",
         "a" * 64,

@@ -270,3 +270,62 @@ def test_a_handler_that_succeeds_at_once_leaves_nothing_to_patch() -> None:
     storage.store(key="reconcile", record=record, body=body, patch=retrying)  # type: ignore[arg-type]
     annotations = retrying["metadata"]["annotations"]
     assert set(annotations) == {"aiagents.dev/reconcile", "aiagents.dev/kopf-managed"}
+
+
+def test_an_object_deleted_while_the_watch_was_away_is_reported_deleted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relist (after 410 Gone) that lacks an object seen before reports it DELETED, before the
+    listing's end; objects still there, or deleted by a watch event, are not reported again."""
+    from kopf._cogs.clients import watching
+
+    def obj(name: str, **meta: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", **meta},
+            "spec": {"big": "x" * 100},
+        }
+
+    owners = [{"uid": "agent-uid", "controller": True}]
+    streams = [
+        # The first listing, then a watch: c deleted, d added (with owners).
+        [
+            {"type": None, "object": obj("a")},
+            {"type": None, "object": obj("b", ownerReferences=owners)},
+            {"type": None, "object": obj("c")},
+            watching.Bookmark.LISTED,
+            {"type": "DELETED", "object": obj("c")},
+            {"type": "ADDED", "object": obj("d")},
+        ],
+        # After a 410: a listing without b and d.
+        [{"type": None, "object": obj("a")}, watching.Bookmark.LISTED],
+    ]
+
+    async def fake_watch(**kwargs: Any) -> Any:
+        for event in streams.pop(0):
+            yield event
+
+    monkeypatch.setattr(kopf_fixes, "_original_continuous_watch", fake_watch)
+    monkeypatch.setattr(kopf_fixes, "_seen", {})
+
+    async def run() -> list[Any]:
+        events = []
+        for _ in range(2):  # as Kopf's infinite_watch calls it again after a 410
+            async for event in watching.continuous_watch(
+                resource="deployments", namespace="ns", settings=None, operator_pause_waiter=None
+            ):
+                events.append(event)
+        return events
+
+    events = asyncio.run(run())
+    second = events[6:]
+    deleted = [e for e in second if isinstance(e, dict) and e["type"] == "DELETED"]
+    assert [e["object"]["metadata"]["name"] for e in deleted] == ["b", "d"]
+    assert second[-1] is watching.Bookmark.LISTED  # after the deletions, as the watch would
+    b = deleted[0]["object"]
+    assert b["kind"] == "Deployment" and b["apiVersion"] == "apps/v1"
+    assert b["metadata"]["ownerReferences"] == owners and "spec" not in b
+    # The first stream's own events pass through as they were, nothing added.
+    first = [e["object"]["metadata"]["name"] if isinstance(e, dict) else e for e in events[:6]]
+    assert first == ["a", "b", "c", watching.Bookmark.LISTED, "c", "d"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from localcluster import guard
-from localcluster.controlplane import SERVICE_CIDR, LocalControlPlane
+from localcluster.controlplane import SERVICE_CIDR, LocalControlPlane, with_flags
 from localcluster.hostnet import HostNetwork, split_rule
 from localcluster.procs import ClusterError
 
@@ -199,3 +199,23 @@ def test_audit_events_are_read_on_and_a_rotated_log_is_an_error(tmp_path: Path) 
     cp.audit_log.write_text("")  # what a rotation leaves
     with pytest.raises(ClusterError, match="rotated or truncated"):
         cp.audit_events(offset)
+
+
+def test_with_flags_changes_a_flag_in_place_and_adds_new_ones() -> None:
+    args = ["kube-apiserver", "--secure-port=6443", "--profiling=false", "--v"]
+    changed = with_flags(args, ["--profiling=true", "--max-requests-inflight=1", "--v=2"])
+    assert changed == [
+        "kube-apiserver",
+        "--secure-port=6443",
+        "--profiling=true",
+        "--v=2",
+        "--max-requests-inflight=1",
+    ]
+    assert args[2] == "--profiling=false"  # a copy: the original command is kept
+    assert with_flags(args, []) == args
+
+
+def test_a_component_that_never_ran_cannot_be_stopped(tmp_path: Path) -> None:
+    cp = LocalControlPlane(tmp_path / "bin", tmp_path)
+    with pytest.raises(ClusterError, match="no component 'etcd'"):
+        cp.stop_component("etcd")

@@ -14,7 +14,7 @@ import pytest
 from aiagent_operator import api, reconcile, render
 from aiagent_operator.credentials import Credentials
 from aiagent_operator.kube import Kube, KubeError
-from aiagent_operator.observed import STALE, IndexedObserved
+from aiagent_operator.observed import STALE, IndexedObserved, RestoreBackoff, other_writer
 from aiagent_operator.settings import OperatorSettings
 from aiagent_operator.status import compute_status, deployment_facts, sidecar_of
 
@@ -174,3 +174,74 @@ def test_the_rendering_remembered_is_that_of_the_agents_generation() -> None:
         ]["replicas"]
 
     assert [stamped(a) for a in (first, changed, back)] == [("1", 1), ("2", 2), ("3", 1)]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_child_fought_over_is_restored_with_exponential_back_off() -> None:
+    clock = FakeClock()
+    backoff = RestoreBackoff(free=2, base=2.0, cap=16.0, quiet=60.0, clock=clock)
+    key = ("Deployment", "ns", "bot")
+    restores = []
+    # Another writer sets the field back every second, for a minute; we restore when due.
+    for second in range(60):
+        clock.now = 1000.0 + second
+        if backoff.wait(key) == 0:
+            backoff.restored(key)
+            restores.append(second)
+    assert restores == [0, 1, 3, 7, 15, 31, 47], restores  # 2 free, then 2, 4, 8, 16, 16 (cap)
+    assert backoff.first_warning(key) and not backoff.first_warning(key)
+
+
+def test_the_back_off_waits_from_the_last_restore_and_starts_afresh_after_quiet() -> None:
+    clock = FakeClock()
+    backoff = RestoreBackoff(free=1, base=4.0, quiet=30.0, clock=clock)
+    key = ("ConfigMap", "ns", "bot-agent")
+    assert backoff.wait(key) == 0
+    backoff.restored(key)
+    clock.now += 1
+    assert backoff.wait(key) == 3.0  # 4 s after the last restore
+    backoff.first_warning(key)
+    clock.now += 31  # left as wanted for longer than `quiet`
+    assert backoff.wait(key) == 0
+    assert backoff.restored_count(key) == 0 and len(backoff) == 0
+    assert backoff.first_warning(key)  # a new episode is said again
+
+
+def test_other_writer_is_who_changed_more_than_metadata() -> None:
+    def entry(manager: str, time: str, fields: dict[str, Any], sub: str = "") -> dict[str, Any]:
+        found = {"manager": manager, "time": time, "operation": "Update", "fieldsV1": fields}
+        return {**found, "subresource": sub} if sub else found
+
+    deployment = {
+        "metadata": {
+            "managedFields": [
+                entry("aiagent-operator", "2026-01-01T00:00:09Z", {"f:spec": {}}),
+                entry("second-writer", "2026-01-01T00:00:05Z", {"f:spec": {}}),
+                entry("kube-controller-manager", "2026-01-01T00:00:07Z", {"f:metadata": {}}),
+                entry(
+                    "kube-controller-manager", "2026-01-01T00:00:08Z", {"f:status": {}}, "status"
+                ),
+            ]
+        }
+    }
+    assert other_writer(deployment, "aiagent-operator") == "second-writer"
+    only_metadata = {"metadata": {"managedFields": deployment["metadata"]["managedFields"][2:3]}}
+    assert other_writer(only_metadata, "aiagent-operator") == "kube-controller-manager"
+    assert other_writer({"metadata": {}}, "aiagent-operator") is None
+
+
+def test_transient_api_errors_are_retried_soon_then_less_often() -> None:
+    assert reconcile.transient(KubeError(429, "Too Many Requests", "slow down"))
+    assert reconcile.transient(KubeError(0, "Unreachable", "connection refused"))
+    assert reconcile.transient(KubeError(503, "Service Unavailable", "etcd"))
+    assert not reconcile.transient(KubeError(422, "Invalid", "bad field"))
+    assert not reconcile.transient(KubeError(403, "Forbidden", "no"))
+    assert [reconcile.retry_delay(n) for n in range(6)] == [1, 2, 4, 8, 10, 10]
+    assert reconcile.retry_delay(10_000) == 10

@@ -208,3 +208,9 @@ def test_a_taken_port_turns_metrics_off_with_one_warning(caplog: pytest.LogCaptu
 def test_only_http_is_served() -> None:
     with pytest.raises(ValueError, match="only http://"):
         metrics.MetricsServer("https://0.0.0.0:9090/metrics", lambda: (True, "ok"))
+
+
+def test_drift_restores_are_counted_by_kind() -> None:
+    before = value("aiagent_operator_drift_restores_total", kind="Deployment")
+    metrics.drift_restored("Deployment")
+    assert value("aiagent_operator_drift_restores_total", kind="Deployment") == before + 1

@@ -221,9 +221,10 @@ def test_resources_merge_over_defaults(
     assert default == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
     custom = spec(resources={"requests": {"memory": "2Gi"}, "limits": {"cpu": 2}})
     resources = container(render.render_deployment(agent_factory(custom), settings))["resources"]
+    # A request above the default limit raises the limit (the API server refuses request > limit).
     assert resources == {
         "requests": {"cpu": "100m", "memory": "2Gi"},
-        "limits": {"memory": "1Gi", "cpu": 2},
+        "limits": {"memory": "2Gi", "cpu": 2},
     }
 
 
@@ -369,3 +370,75 @@ def test_components_are_not_deployment_children(
     kinds = {c["kind"] for c in render.render_children(agent_factory(spec(dapr=dapr)), settings)}
     assert "Component" not in kinds
     assert all(kind != "Component" for _, kind in render.PRUNABLE)
+
+
+# -- holes the hostile specs found (tests/e2e/test_hostile_specs.py) ------------------------------
+
+
+def test_a_limit_below_the_default_request_lowers_the_request(
+    agent_factory: AgentFactory, settings: OperatorSettings
+) -> None:
+    # {limits: {memory: "1"}} rendered requests.memory 256Mi over a 1-byte limit: refused.
+    custom = spec(resources={"limits": {"memory": "250m", "cpu": "50m"}})
+    resources = container(render.render_deployment(agent_factory(custom), settings))["resources"]
+    assert resources == {
+        "requests": {"cpu": "50m", "memory": "250m"},
+        "limits": {"memory": "250m", "cpu": "50m"},
+    }
+    # A limit above the default request leaves the default request alone.
+    roomy = spec(resources={"limits": {"cpu": 2}})
+    resources = container(render.render_deployment(agent_factory(roomy), settings))["resources"]
+    assert resources["requests"]["cpu"] == "100m"
+
+
+def test_env_of_the_spec_replaces_the_operators_own(
+    agent_factory: AgentFactory, settings: OperatorSettings
+) -> None:
+    # The Deployment's env is a map by name for server-side apply: HOME twice was a 500.
+    custom = spec(env=[{"name": "HOME", "value": "/data"}])
+    env = container(render.render_deployment(agent_factory(custom), settings))["env"]
+    assert [e for e in env if e["name"] == "HOME"] == [{"name": "HOME", "value": "/data"}]
+
+
+def test_typed_pod_fields_render_as_kubernetes_defines_them(
+    agent_factory: AgentFactory, settings: OperatorSettings
+) -> None:
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["a100"]}]}
+                ]
+            }
+        },
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 50,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": {"app": "x"}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        },
+    }
+    env_from = [{"secretRef": {"name": "extra"}, "prefix": "X_"}]
+    env = [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    deployment = render.render_deployment(
+        agent_factory(spec(affinity=affinity, envFrom=env_from, env=env)), settings
+    )
+    assert pod_spec(deployment)["affinity"] == affinity
+    assert container(deployment)["envFrom"] == env_from
+    assert container(deployment)["env"][-1] == env[0]
+
+
+@pytest.mark.parametrize(
+    ("quantity", "value"),
+    [("1Gi", 2**30), ("500m", 0.5), ("1e3", 1000), (2, 2), ("1.5", 1.5), ("1.5.5", None)],
+)
+def test_parse_quantity(quantity: api.Quantity, value: float | None) -> None:
+    from aiagent_operator.kubetypes import parse_quantity
+
+    parsed = parse_quantity(quantity)
+    assert (parsed if parsed is None else float(parsed)) == value
