@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `make test`: every suite, in three pytest processes side by side. Each suite spends much of its
+# `make test`: every suite, in four pytest processes side by side. Each suite spends much of its
 # time waiting (the node suite on pods, rollouts, the HPA's metric windows and Dapr's control
 # plane; the runtime suite on timeouts, shutdowns and the fake model's latency; the kwok suite on
-# its control plane), and two cores are busiest with three processes filling each other's waits.
+# its control plane), and two cores are busiest with four processes filling each other's waits.
 # They share nothing but the build caches (build.sh and the image builds hold locks), and each
 # starts its own control plane, model server and daprd on free ports.
 #
@@ -14,10 +14,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 # The first group prints as it goes; the node suite, the longest and the most waiting, is last.
-# The control-plane fault suite (its own control plane, mostly waiting out outages) runs beside
-# the runtime suite, so that no process takes much longer than the node suite.
+# The control-plane fault suite (its own control plane, mostly waiting out outages) is a process
+# of its own, so that none takes much longer than the node suite.
 FAULTS=tests/e2e/test_faults.py
-groups=("tests/unit tests/e2e --ignore=$FAULTS" "tests/runtime $FAULTS" "tests/node")
+groups=("tests/unit tests/e2e --ignore=$FAULTS" "tests/runtime" "$FAULTS" "tests/node")
 
 pids=() logs=()
 stop_all() {
@@ -28,8 +28,8 @@ trap 'stop_all; rm -f "${logs[@]}"; exit 130' INT TERM
 
 # The node suite waits on pods, and a pod waits on CPU (its runtime's imports, its daprd), so
 # the suites that only need CPU yield to it: niced, they take what the node suite leaves idle.
-niceness=(10 10 0)
-for i in 1 2; do
+niceness=(10 10 10 0)
+for i in 1 2 3; do
     log=$(mktemp -t aiagent-suite.XXXXXX)
     # A process group of its own, so an interrupt stops all of it (pytest, its cluster, builds).
     # shellcheck disable=SC2086  # a group is several paths

@@ -254,9 +254,26 @@ def restart_the_other_clients(cp: LocalControlPlane) -> None:
     theirs, not the operator's: kwok, the fake kubelet, drops a pod's stage (Running, Ready) it
     could not write and never tries it again (a kubelet would resync), and the
     controller-manager's work queues back off exponentially per object (up to 1000 s), so a
-    ReplicaSet's status that failed during the outage may wait minutes for its next try."""
+    ReplicaSet's status that failed during the outage may wait minutes for its next try. They
+    start once the API server takes writes again (etcd reconnected), or their first writes
+    would fail and back off the same way."""
+    wait_for("the API server taking writes", lambda: writable(cp), timeout=60, interval=0.5)
     cp.restart_component("kube-controller-manager")
     cp.restart_component("kwok")
+
+
+def writable(cp: LocalControlPlane) -> bool:
+    """Whether a ConfigMap can be created and deleted in `default` now."""
+    name = f"faults-probe-{time.monotonic_ns()}"
+    path = "/api/v1/namespaces/default/configmaps"
+    try:
+        cp.request(
+            "POST", path, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
+        )
+        cp.request("DELETE", f"{path}/{name}")
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
 
 
 def outage(
@@ -268,7 +285,7 @@ def outage(
     fault: str,
 ) -> None:
     kubectl, cp = faulty.kubectl, faulty.control_plane
-    names = [f"agent-{i}" for i in range(20)]
+    names = [f"agent-{i}" for i in range(10)]
     _, offset = cp.audit_events()
     create_agents(kubectl, ns, names)
     under_way(kubectl, ns, 3)

@@ -10,6 +10,7 @@ AIAGENT_RECORD_FIXTURES=1 writes those states to tests/unit/fixtures/argocd/ for
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -423,6 +424,83 @@ def test_restricted_namespace_refuses_a_noncompliant_pod(
     assert 'violates PodSecurity "restricted:latest"' in result.stderr, result.stderr
 
 
+REFUSED_LABEL = "example.com/refuse-me"
+
+
+@contextlib.contextmanager
+def deployments_refused_by_policy(kubectl: Kubectl, namespace: str) -> Iterator[None]:
+    """A ValidatingAdmissionPolicy that refuses, in `namespace`, Deployments whose pods carry
+    REFUSED_LABEL: the API server's own refusal of a child, as a platform's policy makes it."""
+    name = f"refuse-labelled-{namespace}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["apps"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["deployments"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": f"!has(object.spec.template.metadata.labels) || "
+                    f"!('{REFUSED_LABEL}' in object.spec.template.metadata.labels)",
+                    "message": f"pods labelled {REFUSED_LABEL} are not allowed here",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
+    }
+    probe = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "policy-probe"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "probe"}},
+            "template": {
+                "metadata": {"labels": {"app": "probe", REFUSED_LABEL: "yes"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+            },
+        },
+    }
+    kubectl.run("apply", "-f", "-", input=yaml.safe_dump_all([policy, binding]))
+    try:
+        # A policy takes effect a moment after it is created: until a server-side dry run of a
+        # labelled Deployment is refused, the agent's Deployment could still get through.
+        wait_for(
+            "the admission policy in force",
+            lambda: kubectl.run(
+                "create", "--dry-run=server", "-f", "-",
+                input=yaml.safe_dump(probe), namespace=namespace, check=False,
+            ).returncode != 0,
+            timeout=60,
+        )  # fmt: skip
+        yield
+    finally:
+        kubectl.run(
+            "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name,
+            "--ignore-not-found", check=False,
+        )  # fmt: skip
+
+
 def test_unhealthy_states_as_argocd_sees_them(
     kubectl: Kubectl, namespaced: tuple[Release, str]
 ) -> None:
@@ -434,19 +512,21 @@ def test_unhealthy_states_as_argocd_sees_them(
         # The ReplicaSet cannot create pods (no such ServiceAccount): Degraded, with the reason.
         ("degraded-replica-failure", "Degraded", "Degraded", "local-model-agent.yaml",
          {"serviceAccountName": "nobody"}),
-        # The API server refuses the Deployment itself (a bad label value): Failed.
+        # The API server refuses the Deployment itself (a cluster policy forbids its pod
+        # label; the CRD admits every label it could not render): Failed.
         ("failed-child-refused", "Failed", "Degraded", "local-model-agent.yaml",
-         {"podLabels": {"team": "not a valid label value!"}}),
+         {"podLabels": {REFUSED_LABEL: "yes"}}),
     ]  # fmt: skip
-    for state, _, _, example, changes in cases:
-        manifest = load_example(example, **changes)
-        manifest["metadata"]["name"] = state
-        kubectl.apply(manifest, namespace=agents)
-    for state, phase, health, _, _ in cases:
-        agent = phase_of(kubectl, agents, state, phase)
-        ready = next(c for c in agent["status"]["conditions"] if c["type"] == "Ready")
-        assert argocd_health(agent) == {"status": health, "message": ready["message"]}
-        record(state, agent)
+    with deployments_refused_by_policy(kubectl, agents):
+        for state, _, _, example, changes in cases:
+            manifest = load_example(example, **changes)
+            manifest["metadata"]["name"] = state
+            kubectl.apply(manifest, namespace=agents)
+        for state, phase, health, _, _ in cases:
+            agent = phase_of(kubectl, agents, state, phase)
+            ready = next(c for c in agent["status"]["conditions"] if c["type"] == "Ready")
+            assert argocd_health(agent) == {"status": health, "message": ready["message"]}
+            record(state, agent)
     assert (
         "not found" in argocd_health(phase_of(kubectl, agents, cases[0][0], "Pending"))["message"]
     )

@@ -283,7 +283,7 @@ CASES = [
     (
         "a node selector key that is no label key",
         "bad-node-selector",
-        with_changes(nodeSelector={"x/": "y"}),
+        with_changes(nodeSelector={"x/": "zone-a"}),
         ["spec.nodeSelector", "keys must be Kubernetes label keys"],
     ),
     (

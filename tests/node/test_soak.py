@@ -14,7 +14,7 @@ from localcluster.kubectl import Kubectl, OperatorProcess
 
 from .conftest import agent_pods, on_real_node, restricted_namespace, service_url, wait_ready
 
-SECONDS = float(os.environ.get("AIAGENT_SOAK_SECONDS", "60"))
+SECONDS = float(os.environ.get("AIAGENT_SOAK_SECONDS", "30"))  # make soak: 300
 CLIENTS = 100
 LIMIT = 80  # concurrent requests the agent serves: the other clients are refused (429) and retry
 
