@@ -6,8 +6,8 @@ children and status, with no duplicate or orphan, and the operator never exits o
 These break their cluster on purpose, so they run on a control plane of their own (torn down
 even on failure), not the session's. The operator runs as a ServiceAccount, as in a cluster: the
 admin user (system:masters) would be exempt from the API server's throttling. Per fault the time
-to converge and the operator's writes are printed and written to bench/results/faults-<date>.json
-(timings are reported, never asserted).
+to converge and the operator's writes are printed and written as JSON (`write_results`: to
+$AIAGENT_BENCH_OUT, e.g. bench/results, when set); timings are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faulty]:
         )
         sa = cluster.control_plane.kubeconfig_for_service_account("default", "operator")
         yield Faulty(cluster, sa)
-    write_results()
+    write_results(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +201,16 @@ def record(fault: str, converge_s: float, writes: Counter[str], **more: Any) -> 
     print(f"\n[faults] {fault}: {json.dumps(RESULTS[fault])}")
 
 
-def write_results() -> None:
+def write_results(workdir: Path) -> None:
+    """The figures as JSON: in $AIAGENT_BENCH_OUT (e.g. bench/results) when set, else beside the
+    suite's cluster (a test run leaves the repository as it was)."""
     if not RESULTS:
         return
-    path = REPO / "bench" / "results" / f"faults-{datetime.date.today().isoformat()}.json"
+    out = Path(os.environ.get("AIAGENT_BENCH_OUT") or workdir)
+    path = out / f"faults-{datetime.date.today().isoformat()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(RESULTS, indent=2) + "\n")
+    print(f"\n[faults] written to {path}")
 
 
 def metric(process: OperatorProcess, name: str, **labels: str) -> float:
