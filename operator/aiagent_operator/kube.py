@@ -51,8 +51,10 @@ class KubeError(Exception):
 
     @property
     def namespace_terminating(self) -> bool:
-        """Refused because the namespace is being deleted (nothing to repair there)."""
-        return self.status == 403 and "being terminated" in self.message
+        """Refused because the namespace is being deleted, or is gone already (a child deleted
+        with its namespace can be seen before its owner is): nothing to repair there."""
+        gone = self.status == 404 and self.details.get("kind") == "namespaces"
+        return gone or (self.status == 403 and "being terminated" in self.message)
 
     @property
     def no_such_api(self) -> bool:

@@ -245,3 +245,30 @@ def test_transient_api_errors_are_retried_soon_then_less_often() -> None:
     assert not reconcile.transient(KubeError(403, "Forbidden", "no"))
     assert [reconcile.retry_delay(n) for n in range(6)] == [1, 2, 4, 8, 10, 10]
     assert reconcile.retry_delay(10_000) == 10
+
+
+def test_a_namespace_being_deleted_or_gone_is_nothing_to_repair() -> None:
+    """A child restored as its namespace goes: refused (403, terminating) or the namespace
+    already gone (404 naming the namespace); a missing object's own 404 is not that."""
+    from aiagent_operator.kube import _kube_error
+
+    terminating = _kube_error(
+        403,
+        "Forbidden",
+        b'{"message": "unable to create new content in namespace x because it '
+        b'is being terminated", "details": {"name": "a", "kind": "deployments"}}',
+    )
+    gone = _kube_error(
+        404,
+        "Not Found",
+        b'{"message": "namespaces \\"x\\" not found", '
+        b'"details": {"name": "x", "kind": "namespaces"}}',
+    )
+    missing = _kube_error(
+        404,
+        "Not Found",
+        b'{"message": "deployments.apps \\"a\\" not found", '
+        b'"details": {"name": "a", "group": "apps", "kind": "deployments"}}',
+    )
+    assert terminating.namespace_terminating and gone.namespace_terminating
+    assert not missing.namespace_terminating
