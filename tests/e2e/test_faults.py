@@ -34,6 +34,7 @@ from localcluster.controlplane import LocalControlPlane
 from localcluster.kubectl import REPO, Kubectl, OperatorProcess, load_example, wait_for
 
 from .conftest import create_api_key_secrets, create_namespace
+from .test_operator_metrics import scrape, total
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("AIAGENT_E2E_KUBECONFIG") or os.environ.get("AIAGENT_E2E_KIND")),
@@ -221,17 +222,7 @@ def write_results(workdir: Path) -> None:
 
 def metric(process: OperatorProcess, name: str, **labels: str) -> float:
     """The sum of an operator metric's samples that carry `labels`."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    url = f"http://127.0.0.1:{process.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
+    return total(scrape(f"http://127.0.0.1:{process.metrics_port}"), name, **labels)
 
 
 def liveness(process: OperatorProcess) -> int | str:

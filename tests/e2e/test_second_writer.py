@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from localcluster.controlplane import LocalControlPlane
 from localcluster.kubectl import Kubectl, OperatorProcess, load_example, wait_for
 
 from .conftest import create_api_key_secrets
+from .test_operator_metrics import scrape, total
 from .test_resilience import operator_writes, wait_ready
 
 pytestmark = pytest.mark.usefixtures("crds")
@@ -33,18 +33,8 @@ def image(kubectl: Kubectl, namespace: str) -> str:
 
 
 def restores_metric(operator: OperatorProcess) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        families = text_string_to_metric_families(response.read().decode())
-        return sum(
-            s.value
-            for f in families
-            for s in f.samples
-            if s.name == "aiagent_operator_drift_restores_total"
-            and s.labels == {"kind": "Deployment"}
-        )
+    samples = scrape(f"http://127.0.0.1:{operator.metrics_port}")
+    return total(samples, "aiagent_operator_drift_restores_total", kind="Deployment")
 
 
 def test_a_second_writer_is_fought_with_back_off_and_others_fields_are_left_alone(
